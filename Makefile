@@ -1,0 +1,44 @@
+# streamsync developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+export PYTHON
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint format test test-fast services services-down lock clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@scripts/setup-venv.sh
+
+venv: $(INSTALLED) ## create .venv and install streamsync with its test dependencies
+
+lint: $(INSTALLED) ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check streamsync tests
+	$(BIN)/ruff format --check streamsync tests
+	$(BIN)/mypy --strict streamsync
+
+format: $(INSTALLED) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix streamsync tests
+	$(BIN)/ruff format streamsync tests
+
+test: lint ## lint, then the whole suite against a real Elasticsearch node and moto (CI runs this)
+	@scripts/run-tests.sh
+
+test-fast: lint ## like test, without the slow soak and chaos tests
+	@scripts/run-tests.sh -m "not slow"
+
+services: $(INSTALLED) ## start Elasticsearch on 127.0.0.1:9200 and DynamoDB + Streams (moto) on 127.0.0.1:5000
+	@scripts/services.sh up
+
+services-down: ## stop what make services started
+	@scripts/services.sh down
+
+lock: ## re-resolve and pin every Python dependency in constraints.txt
+	@scripts/lock.sh
+
+clean: services-down ## remove .venv and .work (downloads stay cached in ~/.m2)
+	rm -rf $(VENV) .work

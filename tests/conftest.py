@@ -1,0 +1,68 @@
+"""Fixtures shared by the whole suite.
+
+Integration tests talk to a real Elasticsearch node (started by `make test`, URL in
+STREAMSYNC_TEST_ES_URL) and to moto's DynamoDB + Streams server, run in-process over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from elasticsearch import AsyncElasticsearch
+
+from tests.support import aws
+from tests.support.elasticsearch import es_url, es_version
+from tests.support.moto_server import StreamsServer
+
+# Tests must never reach a real AWS account, whatever the developer's environment holds.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=aws.REGION
+)
+
+
+def pytest_report_header() -> list[str]:
+    url = os.environ.get("STREAMSYNC_TEST_ES_URL")
+    if not url:
+        return ["elasticsearch: none (STREAMSYNC_TEST_ES_URL unset; integration tests will fail)"]
+    return [f"elasticsearch: {es_version(url)} at {url}"]
+
+
+@pytest.fixture(scope="session")
+def streams_server() -> Iterator[StreamsServer]:
+    server = StreamsServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(streams_server: StreamsServer) -> Iterator[str]:
+    """The endpoint URL; faults injected by a test end with it."""
+    yield streams_server.endpoint_url
+    streams_server.faults.clear()
+
+
+@pytest.fixture
+async def clients(moto_endpoint: str) -> AsyncIterator[aws.Clients]:
+    async with aws.clients(moto_endpoint) as c:
+        yield c
+
+
+@pytest.fixture
+async def es() -> AsyncIterator[AsyncElasticsearch]:
+    client = AsyncElasticsearch(es_url(), request_timeout=30)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def index_name(es: AsyncElasticsearch) -> AsyncIterator[str]:
+    """A fresh index name, deleted (with anything it grew) after the test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    await es.options(ignore_status=404).indices.delete(index=f"{name}*")

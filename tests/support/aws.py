@@ -1,0 +1,89 @@
+"""aiobotocore clients for the test endpoint and helpers that set up stream-enabled tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+REGION = "us-east-1"
+# Each error is seen once: the code under test, not botocore, decides about retries.
+NO_RETRIES = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+@dataclass
+class Clients:
+    dynamodb: Any
+    streams: Any
+
+
+@asynccontextmanager
+async def clients(endpoint_url: str, config: AioConfig = NO_RETRIES) -> AsyncIterator[Clients]:
+    session = get_session()
+    async with AsyncExitStack() as stack:
+        ddb = await stack.enter_async_context(
+            session.create_client(
+                "dynamodb", region_name=REGION, endpoint_url=endpoint_url, config=config
+            )
+        )
+        streams = await stack.enter_async_context(
+            session.create_client(
+                "dynamodbstreams", region_name=REGION, endpoint_url=endpoint_url, config=config
+            )
+        )
+        yield Clients(ddb, streams)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def create_stream_table(
+    ddb: Any,
+    name: str,
+    hash_key: tuple[str, str] = ("pk", "S"),
+    range_key: tuple[str, str] | None = None,
+    view_type: str = "NEW_AND_OLD_IMAGES",
+) -> str:
+    """Creates an on-demand table with a stream and returns the stream's ARN."""
+    keys = [hash_key] if range_key is None else [hash_key, range_key]
+    response = await ddb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": attr, "KeyType": kind}
+            for (attr, _), kind in zip(keys, ["HASH", "RANGE"], strict=False)
+        ],
+        AttributeDefinitions=[{"AttributeName": attr, "AttributeType": t} for attr, t in keys],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": view_type},
+    )
+    return str(response["TableDescription"]["LatestStreamArn"])
+
+
+async def describe_all_shards(streams: Any, stream_arn: str, page_size: int = 100) -> list[Any]:
+    shards: list[Any] = []
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": page_size}
+    while True:
+        description = (await streams.describe_stream(**kwargs))["StreamDescription"]
+        shards.extend(description["Shards"])
+        if "LastEvaluatedShardId" not in description:
+            return shards
+        kwargs["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
+
+
+async def read_shard(streams: Any, iterator: str | None, limit: int = 1000) -> list[Any]:
+    """Reads a shard from `iterator` until it is closed and drained, or until a poll comes back
+    empty on an open shard."""
+    records: list[Any] = []
+    while iterator is not None:
+        page = await streams.get_records(ShardIterator=iterator, Limit=limit)
+        records.extend(page["Records"])
+        iterator = page.get("NextShardIterator")
+        if not page["Records"] and iterator is not None:
+            break
+    return records
