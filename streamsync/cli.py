@@ -1,11 +1,28 @@
-"""Command-line entry point: `streamsync ...`."""
+"""Command line: `streamsync run | validate --config tables.yaml`.
+
+Every failure a user can fix ends as one line per problem on stderr and a non-zero exit status
+(2 for a bad configuration file, 1 for anything found while checking or running).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
 from collections.abc import Sequence
 
 from streamsync import __version__
+from streamsync.app import StreamSync
+from streamsync.config import Config, load_config
+from streamsync.errors import ConfigError, StreamsyncError
+from streamsync.observability.logs import configure_logging
+
+log = logging.getLogger("streamsync")
+
+EXIT_PROBLEMS = 1
+EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,11 +31,57 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep Elasticsearch indexes in sync with DynamoDB tables via DynamoDB Streams.",
     )
     parser.add_argument("--version", action="version", version=f"streamsync {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in (
+        ("run", "stream changes from the configured tables into Elasticsearch until stopped"),
+        ("validate", "check the configuration, the tables, their streams and the cluster"),
+    ):
+        command = commands.add_parser(name, help=summary, description=summary)
+        command.add_argument("--config", required=True, help="the tables.yaml file")
+        command.add_argument(
+            "--log-format",
+            choices=("json", "text"),
+            default="text" if sys.stderr.isatty() else "json",
+            help="json (default when not on a terminal) or text",
+        )
+        command.add_argument("--log-level", default="INFO")
     return parser
 
 
+def _fail(lines: str, status: int) -> int:
+    for line in lines.splitlines():
+        print(f"streamsync: {line}", file=sys.stderr)
+    return status
+
+
+async def _run(config: Config) -> None:
+    async with StreamSync(config) as sync:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, sync.stop)
+        await sync.run()
+
+
+async def _validate(config: Config) -> list[str]:
+    async with StreamSync(config) as sync:
+        return await sync.check()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        return _fail(str(error), EXIT_CONFIG)
+    try:
+        if args.command == "validate":
+            problems = asyncio.run(_validate(config))
+            if problems:
+                return _fail("\n".join(problems), EXIT_PROBLEMS)
+            print(f"{args.config}: ok ({len(config.tables)} table(s), cluster reachable)")
+            return 0
+        asyncio.run(_run(config))
+    except StreamsyncError as error:
+        return _fail(str(error), EXIT_PROBLEMS)
     return 0

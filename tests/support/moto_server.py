@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -146,6 +147,7 @@ class StreamsServer:
         return f"http://{host!s}:{port}"
 
     def start(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1",

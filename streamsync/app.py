@@ -1,0 +1,273 @@
+"""StreamSync: the engine as an object an asyncio program can own.
+
+`async with StreamSync(config) as sync: await sync.run()` runs until `sync.stop()`. It installs no
+signal handlers and touches no global state (metrics live in its own registry unless the host
+passes one), so it can run inside an existing service beside its other tasks; the command line
+adds the signal handling. Before anything is written, `check()` verifies every table, stream and
+the cluster, and `run()` refuses to start with one line per problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+from prometheus_client import CollectorRegistry
+
+from streamsync.config import Config, TableConfig
+from streamsync.coordinator import Coordinator, Source
+from streamsync.errors import StreamsyncError
+from streamsync.leases.table import LeaseTable
+from streamsync.observability.metrics import Metrics
+from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.elasticsearch import check_reachable, create_client, ensure_index
+from streamsync.source.client import AwsError, StreamsApi, TableStream
+from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
+
+if TYPE_CHECKING:
+    from elasticsearch import AsyncElasticsearch
+
+log = logging.getLogger("streamsync")
+
+IMAGE_VIEW_TYPES = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+# streamsync retries by itself, visibly; botocore's silent retries would hide throttling.
+AWS_CLIENT_CONFIG = AioConfig(
+    retries={"total_max_attempts": 1, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=50,
+)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class StreamSync:
+    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics(registry)
+        self.worker_id = config.leases.worker_id or default_worker_id()
+        self._stack = AsyncExitStack()
+        self._stopping: asyncio.Event | None = None
+        self._api: StreamsApi | None = None
+        self._es: AsyncElasticsearch | None = None
+        self._leases: LeaseTable | None = None
+        self.coordinator: Coordinator | None = None
+
+    async def __aenter__(self) -> StreamSync:
+        aws = self.config.aws
+        session = get_session()
+        kwargs: dict[str, Any] = {
+            "region_name": aws.region,
+            "endpoint_url": aws.endpoint_url,
+            "config": AWS_CLIENT_CONFIG,
+        }
+        dynamodb = await self._stack.enter_async_context(
+            session.create_client("dynamodb", **kwargs)
+        )
+        streams = await self._stack.enter_async_context(
+            session.create_client("dynamodbstreams", **kwargs)
+        )
+        http = await self._stack.enter_async_context(
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                connector=aiohttp.TCPConnector(limit=200),
+            )
+        )
+        self._api = StreamsApi(dynamodb, streams, await session.get_credentials(), http)
+        self._leases = LeaseTable(dynamodb, self.config.leases.table)
+        self._es = create_client(self.config.elasticsearch)
+        self._stack.push_async_callback(self._es.close)
+        self._stopping = asyncio.Event()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    def stop(self) -> None:
+        """Asks `run()` to drain, checkpoint, release its leases and return (from the same loop;
+        from another thread, use `loop.call_soon_threadsafe(sync.stop)`)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def check(self) -> list[str]:
+        """Every problem that would stop `run()`, one line each; nothing is written."""
+        api, es = self._require()
+        problems: list[str] = []
+        for position, table in enumerate(self.config.tables):
+            try:
+                stream = await api.describe_table(table.table)
+            except (NoCredentialsError, EndpointConnectionError) as error:
+                problems.append(self._aws_unusable(error))
+                break
+            except AwsError as error:
+                problems.append(self._table_problem(position, table, error))
+                continue
+            problems.extend(await self._stream_problems(table, stream))
+            if table.transform is not None:
+                try:
+                    load_hook(table.transform, f"tables[{position}].transform")
+                except StreamsyncError as error:
+                    problems.append(str(error))
+        unreachable = await check_reachable(es, self.config.elasticsearch)
+        if unreachable is not None:
+            problems.append(unreachable)
+        return problems
+
+    def _aws_unusable(self, error: Exception) -> str:
+        if isinstance(error, NoCredentialsError):
+            return (
+                "AWS: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, or run with an IAM role"
+            )
+        endpoint = self.config.aws.endpoint_url or f"the {self.config.aws.region} endpoint"
+        return f"AWS: cannot reach DynamoDB at {endpoint}; check aws.endpoint_url and aws.region"
+
+    def _table_problem(self, position: int, table: TableConfig, error: AwsError) -> str:
+        if error.code == "ResourceNotFoundException":
+            return (
+                f"table {table.table}: not found in {self.config.aws.region}; "
+                f"create it or correct tables[{position}].table"
+            )
+        return f"table {table.table}: DescribeTable failed ({error.code}: {error.message})"
+
+    async def _stream_problems(self, table: TableConfig, stream: TableStream) -> list[str]:
+        enable = (
+            f"aws dynamodb update-table --table-name {table.table} --stream-specification "
+            "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+        )
+        if not stream.stream_enabled or stream.stream_arn is None:
+            return [f"table {table.table}: its stream is not enabled; enable it with: {enable}"]
+        if stream.view_type not in IMAGE_VIEW_TYPES:
+            return [
+                f"table {table.table}: its stream's view type {stream.view_type} carries no new "
+                "images; disable the stream and enable it again with NEW_AND_OLD_IMAGES"
+            ]
+        if table.stream_arn is not None and table.stream_arn != stream.stream_arn:
+            api, _ = self._require()
+            try:
+                await api.describe_shards(table.stream_arn)
+            except AwsError as error:
+                return [f"table {table.table}: stream_arn {table.stream_arn}: {error.code}"]
+        return []
+
+    def _require(self) -> tuple[StreamsApi, AsyncElasticsearch]:
+        if self._api is None or self._es is None:
+            raise RuntimeError("use StreamSync as `async with StreamSync(config) as sync:`")
+        return self._api, self._es
+
+    async def run(self) -> None:
+        api, es = self._require()
+        assert self._leases is not None
+        assert self._stopping is not None
+        problems = await self.check()
+        if problems:
+            raise StreamsyncError("\n".join(problems))
+        sources = [await self._source(api, table) for table in self.config.tables]
+        await self._leases.ensure_exists()
+        for table in self.config.tables:
+            if await ensure_index(es, table):
+                log.info("created index", extra={"index": table.index, "table": table.table})
+        sink = BulkIndexer(es, self.config.bulk, self.metrics, self._reject_action)
+        self.coordinator = Coordinator(
+            config=self.config,
+            worker_id=self.worker_id,
+            api=api,
+            leases=self._leases,
+            sources=sources,
+            sink=sink,
+            metrics=self.metrics,
+            stopping=self._stopping,
+            on_rejected_record=self._reject_record,
+        )
+        log.info("started", extra={"worker": self.worker_id, "tables": len(sources)})
+        sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
+        try:
+            await _until_either(self.coordinator.run(), sink_task)
+            await sink.close()
+            async with asyncio.timeout(self.config.shutdown_grace_seconds):
+                await sink_task
+        finally:
+            sink_task.cancel()
+        log.info("stopped", extra={"worker": self.worker_id, **self._summary()})
+
+    async def _source(self, api: StreamsApi, table: TableConfig) -> Source:
+        stream = await api.describe_table(table.table)
+        if table.stream_arn is not None:
+            stream = TableStream(
+                stream.table,
+                table.stream_arn,
+                stream.stream_enabled,
+                stream.view_type,
+                stream.hash_key,
+                stream.range_key,
+            )
+        where = f"tables[{self.config.tables.index(table)}].transform"
+        hook = load_hook(table.transform, where) if table.transform else None
+        transformer = RecordTransformer(table, stream.hash_key, stream.range_key, hook)
+        return Source(table, stream, transformer)
+
+    async def _reject_record(
+        self, table: str, shard_id: str, record: dict[str, Any], error: TransformError
+    ) -> None:
+        self.metrics.dead_letters.labels(table).inc()
+        log.error(
+            "record cannot be transformed: %s",
+            error,
+            extra={
+                "table": table,
+                "shard": shard_id,
+                "sequence_number": record.get("dynamodb", {}).get("SequenceNumber"),
+                "record": record,
+            },
+        )
+
+    async def _reject_action(self, action: Action, error: dict[str, Any]) -> None:
+        self.metrics.dead_letters.labels(action.origin.table).inc()
+        log.error(
+            "Elasticsearch rejected a document: %s",
+            error.get("reason", error.get("type")),
+            extra={
+                "table": action.origin.table,
+                "shard": action.origin.shard_id,
+                "sequence_number": str(action.origin.sequence_number),
+                "index": action.index,
+                "id": action.doc_id,
+                "error": error,
+            },
+        )
+
+    def _summary(self) -> dict[str, float]:
+        m = self.metrics
+        return {
+            f"{name}.{table.table}": m.value(f"streamsync_{name}_total", table=table.table)
+            for table in self.config.tables
+            for name in ("records_read", "documents_indexed", "documents_deleted", "dead_letters")
+        }
+
+
+async def _until_either(main: Any, guard: asyncio.Task[None]) -> None:
+    """Awaits `main`; if `guard` ends first (it should not), stops `main` and raises its error."""
+    main_task = asyncio.ensure_future(main)
+    done, _ = await asyncio.wait({main_task, guard}, return_when=asyncio.FIRST_COMPLETED)
+    if main_task not in done:
+        main_task.cancel()
+        error = guard.exception()
+        raise error if error is not None else RuntimeError("the bulk indexer stopped early")
+    main_task.result()

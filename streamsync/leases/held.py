@@ -1,0 +1,77 @@
+"""A lease this worker holds: its writes are serialized, and once lost it never writes again.
+
+Renewals and checkpoints of one lease both bump its counter, so two of them in flight at once
+would fence each other out; a lock orders them. A lease counts as lost when a conditional write
+fails (someone else took it), or when it could not be renewed for a whole failover time, since
+from then on another worker may take it: its reader must stop at once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from streamsync.leases.checkpoints import Position
+from streamsync.leases.model import Lease
+from streamsync.leases.table import LeaseLost, LeaseTable
+from streamsync.retry import retry_transient
+from streamsync.source.client import is_transient
+
+log = logging.getLogger("streamsync.leases")
+
+
+class HeldLease:
+    def __init__(self, table: LeaseTable, lease: Lease, failover_seconds: float) -> None:
+        self._table = table
+        self.lease = lease
+        self._failover = failover_seconds
+        self._lock = asyncio.Lock()
+        self.lost = False
+        self.renewed_at = time.monotonic()
+
+    @property
+    def fields(self) -> dict[str, object]:
+        return {"table": self.lease.table, "shard": self.lease.shard_id}
+
+    def expired_locally(self) -> bool:
+        """True once the lease went a failover time without a successful write."""
+        return time.monotonic() - self.renewed_at > self._failover
+
+    async def _write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
+        async with self._lock:
+            if self.lost or self.expired_locally():
+                self.lost = True
+                return False
+
+            async def attempt() -> Lease:
+                if self.expired_locally():
+                    raise LeaseLost(self.lease)
+                return await write(self.lease)
+
+            try:
+                self.lease = await retry_transient(attempt, what, is_transient, **self.fields)
+            except LeaseLost:
+                self.lost = True
+                log.warning("lease lost; the shard's reader stops", extra=self.fields)
+                return False
+            self.renewed_at = time.monotonic()
+            return True
+
+    async def renew(self) -> bool:
+        return await self._write("lease renewal", self._table.renew)
+
+    async def checkpoint(self, position: Position) -> bool:
+        return await self._write(
+            "checkpoint",
+            lambda held: self._table.checkpoint(
+                held, str(position.sequence_number), position.version
+            ),
+        )
+
+    async def finish(self, version: int) -> bool:
+        return await self._write("shard end", lambda held: self._table.finish(held, version))
+
+    async def release(self) -> bool:
+        return await self._write("lease release", self._table.release)

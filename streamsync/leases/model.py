@@ -1,0 +1,40 @@
+"""Lease records: one per stream shard, as the KCL keeps them, so operators find familiar fields.
+
+A lease's `counter` is a fencing token: every write to a lease is conditional on the counter (and
+owner) the writer last saw and bumps it, so a worker that lost a lease can never write to it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TRIM_HORIZON = "TRIM_HORIZON"
+LATEST = "LATEST"
+SHARD_END = "SHARD_END"
+
+
+def lease_key(stream_arn: str, shard_id: str) -> str:
+    # Shard ids are only unique within a stream, and several tables share one lease table.
+    return f"{stream_arn}|{shard_id}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    stream_arn: str
+    shard_id: str
+    table: str
+    parent_shard_ids: tuple[str, ...] = ()
+    owner: str | None = None
+    counter: int = 0
+    checkpoint: str = TRIM_HORIZON  # a sequence number, TRIM_HORIZON, LATEST or SHARD_END
+    checkpoint_version: int = 0  # the document-version clock after the checkpointed record
+    owner_switches: int = 0
+    renewed_at: float | None = field(default=None, compare=False)  # informational only
+
+    @property
+    def key(self) -> str:
+        return lease_key(self.stream_arn, self.shard_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END

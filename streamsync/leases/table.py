@@ -1,0 +1,245 @@
+"""The lease table in DynamoDB: every write is conditional on what the writer last saw (fencing).
+
+Reads are strongly consistent scans; each write states the counter (and, for an owned lease, the
+owner) it expects and bumps the counter, so of two workers racing for a lease exactly one wins, and
+a worker that was stalled past its lease gets `LeaseLost` instead of overwriting a newer owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from streamsync.errors import StreamsyncError
+from streamsync.leases.model import SHARD_END, Lease, lease_key
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+KEY = "leaseKey"
+
+
+class LeaseLost(Exception):
+    """The lease changed since this worker last saw it: someone else owns it now."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(f"lost the lease on {lease.shard_id} of {lease.table}")
+        self.lease = lease
+
+
+def _to_item(lease: Lease) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        KEY: {"S": lease.key},
+        "streamArn": {"S": lease.stream_arn},
+        "shardId": {"S": lease.shard_id},
+        "tableName": {"S": lease.table},
+        "leaseCounter": {"N": str(lease.counter)},
+        "checkpoint": {"S": lease.checkpoint},
+        "checkpointVersion": {"N": str(lease.checkpoint_version)},
+        "ownerSwitchesSinceCheckpoint": {"N": str(lease.owner_switches)},
+    }
+    if lease.parent_shard_ids:
+        item["parentShardIds"] = {"L": [{"S": p} for p in lease.parent_shard_ids]}
+    if lease.owner is not None:
+        item["leaseOwner"] = {"S": lease.owner}
+    return item
+
+
+def _from_item(item: dict[str, Any]) -> Lease:
+    renewed = item.get("renewedAt")
+    return Lease(
+        stream_arn=item["streamArn"]["S"],
+        shard_id=item["shardId"]["S"],
+        table=item["tableName"]["S"],
+        parent_shard_ids=tuple(p["S"] for p in item.get("parentShardIds", {}).get("L", [])),
+        owner=item["leaseOwner"]["S"] if "leaseOwner" in item else None,
+        counter=int(item["leaseCounter"]["N"]),
+        checkpoint=item["checkpoint"]["S"],
+        checkpoint_version=int(item.get("checkpointVersion", {"N": "0"})["N"]),
+        owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {"N": "0"})["N"]),
+        renewed_at=float(renewed["N"]) if renewed else None,
+    )
+
+
+def _conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class LeaseTable:
+    def __init__(self, client: DynamoDBClient, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    async def exists(self) -> bool:
+        try:
+            await self._client.describe_table(TableName=self.name)
+        except self._client.exceptions.ResourceNotFoundException:
+            return False
+        return True
+
+    async def ensure_exists(self) -> None:
+        """Creates the table (on-demand billing) when missing and waits until it is active."""
+        if not await self.exists():
+            try:
+                await self._client.create_table(
+                    TableName=self.name,
+                    KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            except self._client.exceptions.ResourceInUseException:
+                pass  # another worker created it first
+            except ClientError as error:
+                raise StreamsyncError(
+                    f"lease table {self.name}: cannot create it "
+                    f"({error.response['Error']['Code']}); create it yourself (hash key "
+                    f"'{KEY}', type S) or grant dynamodb:CreateTable"
+                ) from error
+        for _ in range(300):
+            status = (await self._client.describe_table(TableName=self.name))["Table"]
+            if status.get("TableStatus") == "ACTIVE":
+                return
+            await asyncio.sleep(1)
+        raise StreamsyncError(f"lease table {self.name}: not ACTIVE after 5 minutes")
+
+    async def list(self, stream_arn: str | None = None) -> list[Lease]:
+        leases: list[Lease] = []
+        kwargs: dict[str, Any] = {"TableName": self.name, "ConsistentRead": True}
+        if stream_arn is not None:
+            kwargs["FilterExpression"] = "streamArn = :s"
+            kwargs["ExpressionAttributeValues"] = {":s": {"S": stream_arn}}
+        while True:
+            page = await self._client.scan(**kwargs)
+            leases.extend(_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return leases
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def create(self, lease: Lease) -> bool:
+        """Creates the lease unless one exists for the shard; True when this call created it."""
+        try:
+            await self._client.put_item(
+                TableName=self.name,
+                Item=_to_item(lease),
+                ConditionExpression="attribute_not_exists(leaseKey)",
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                return False
+            raise
+        return True
+
+    async def _update(
+        self,
+        seen: Lease,
+        changes: Lease,
+        set_expression: str,
+        values: dict[str, Any],
+        remove_owner: bool = False,
+        require_owner: bool = True,
+    ) -> Lease:
+        condition = "leaseCounter = :seen"
+        values = {**values, ":seen": {"N": str(seen.counter)}}
+        if require_owner and seen.owner is not None:
+            condition += " AND leaseOwner = :seen_owner"
+            values[":seen_owner"] = {"S": seen.owner}
+        expression = f"SET leaseCounter = :next, {set_expression}"
+        values[":next"] = {"N": str(seen.counter + 1)}
+        if remove_owner:
+            expression += " REMOVE leaseOwner"
+        try:
+            await self._client.update_item(
+                TableName=self.name,
+                Key={KEY: {"S": seen.key}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise LeaseLost(seen) from None
+            raise
+        return changes
+
+    async def take(self, seen: Lease, owner: str) -> Lease:
+        """Takes a lease as it was seen (unowned, expired or stolen); LeaseLost if it changed."""
+        now = time.time()
+        switches = seen.owner_switches + (seen.owner != owner)
+        taken = replace(seen, owner=owner, counter=seen.counter + 1, owner_switches=switches)
+        return await self._update(
+            seen,
+            replace(taken, renewed_at=now),
+            "leaseOwner = :owner, renewedAt = :now, ownerSwitchesSinceCheckpoint = :switches",
+            {
+                ":owner": {"S": owner},
+                ":now": {"N": f"{now:.3f}"},
+                ":switches": {"N": str(switches)},
+            },
+            require_owner=False,
+        )
+
+    async def renew(self, held: Lease) -> Lease:
+        now = time.time()
+        return await self._update(
+            held,
+            replace(held, counter=held.counter + 1, renewed_at=now),
+            "renewedAt = :now",
+            {":now": {"N": f"{now:.3f}"}},
+        )
+
+    async def checkpoint(self, held: Lease, checkpoint: str, version: int) -> Lease:
+        return await self._update(
+            held,
+            replace(
+                held,
+                counter=held.counter + 1,
+                checkpoint=checkpoint,
+                checkpoint_version=version,
+                owner_switches=0,
+            ),
+            "checkpoint = :cp, checkpointVersion = :v, ownerSwitchesSinceCheckpoint = :zero",
+            {":cp": {"S": checkpoint}, ":v": {"N": str(version)}, ":zero": {"N": "0"}},
+        )
+
+    async def finish(self, held: Lease, version: int) -> Lease:
+        """Marks the shard read to its end and gives the lease up, so its children may start."""
+        return await self._update(
+            held,
+            replace(
+                held,
+                owner=None,
+                counter=held.counter + 1,
+                checkpoint=SHARD_END,
+                checkpoint_version=version,
+            ),
+            "checkpoint = :cp, checkpointVersion = :v",
+            {":cp": {"S": SHARD_END}, ":v": {"N": str(version)}},
+            remove_owner=True,
+        )
+
+    async def release(self, held: Lease) -> Lease:
+        """Gives a lease up (graceful shutdown) so another worker takes it without waiting."""
+        return await self._update(
+            held,
+            replace(held, owner=None, counter=held.counter + 1),
+            "renewedAt = :now",
+            {":now": {"N": f"{time.time():.3f}"}},
+            remove_owner=True,
+        )
+
+    async def delete(self, seen: Lease) -> None:
+        try:
+            await self._client.delete_item(
+                TableName=self.name,
+                Key={KEY: {"S": lease_key(seen.stream_arn, seen.shard_id)}},
+                ConditionExpression="leaseCounter = :seen",
+                ExpressionAttributeValues={":seen": {"N": str(seen.counter)}},
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise LeaseLost(seen) from None
+            raise

@@ -1,0 +1,1 @@
+"""Everything Elasticsearch: the client, target indexes, and the shared bulk indexer."""

@@ -1,0 +1,1 @@
+"""Everything DynamoDB Streams: API calls, shard lineage, and one poller per shard."""

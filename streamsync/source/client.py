@@ -1,0 +1,211 @@
+"""DynamoDB and DynamoDB Streams calls, with errors sorted into what a caller can act on.
+
+GetRecords is the hot path: it goes out as a raw SigV4-signed request and comes back parsed by
+orjson, so records stay in their wire form (numbers as strings, binary as base64) and skip
+botocore's per-field parsing. Every other call is rare and goes through aiobotocore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from aiobotocore.credentials import AioCredentials
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+
+# Throttling and server-side failures: waiting and trying again is the fix.
+RETRYABLE_CODES = frozenset(
+    {
+        "LimitExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+
+
+class AwsError(Exception):
+    """An error answer from DynamoDB or DynamoDB Streams."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES or self.status >= 500
+
+    @classmethod
+    def from_client_error(cls, error: ClientError) -> AwsError:
+        info = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
+        return cls(str(info.get("Code", "Unknown")), str(info.get("Message", "")), int(status))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: throttling, server errors, and a network that may come back."""
+    if isinstance(error, AwsError):
+        return error.retryable
+    if isinstance(error, ClientError):
+        return AwsError.from_client_error(error).retryable
+    return isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | BotoCoreError | OSError)
+
+
+@dataclass(frozen=True)
+class Shard:
+    shard_id: str
+    parent_id: str | None
+    starting_sequence_number: int
+    ending_sequence_number: int | None
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_sequence_number is not None
+
+    @classmethod
+    def from_api(cls, shard: Any) -> Shard:
+        seq_range = shard.get("SequenceNumberRange", {})
+        ending = seq_range.get("EndingSequenceNumber")
+        return cls(
+            shard_id=shard["ShardId"],
+            parent_id=shard.get("ParentShardId"),
+            starting_sequence_number=int(seq_range.get("StartingSequenceNumber", 0)),
+            ending_sequence_number=int(ending) if ending is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class TableStream:
+    """What streamsync needs to know about a source table and its stream."""
+
+    table: str
+    stream_arn: str | None
+    stream_enabled: bool
+    view_type: str | None
+    hash_key: str
+    range_key: str | None
+
+
+@dataclass(frozen=True)
+class RecordsPage:
+    records: list[dict[str, Any]]
+    next_iterator: str | None  # None: the shard is closed and read to its end
+
+
+class StreamsApi:
+    def __init__(
+        self,
+        dynamodb: DynamoDBClient,
+        streams: DynamoDBStreamsClient,
+        credentials: AioCredentials | None,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self._dynamodb = dynamodb
+        self._streams = streams
+        self._credentials = credentials
+        self._http = http
+        self._url = streams.meta.endpoint_url
+        self._region = streams.meta.region_name
+
+    async def describe_table(self, table: str) -> TableStream:
+        try:
+            description = (await self._dynamodb.describe_table(TableName=table))["Table"]
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+        keys = {k["KeyType"]: k["AttributeName"] for k in description["KeySchema"]}
+        spec: dict[str, Any] = dict(description.get("StreamSpecification") or {})
+        return TableStream(
+            table=table,
+            stream_arn=description.get("LatestStreamArn"),
+            stream_enabled=bool(spec.get("StreamEnabled")),
+            view_type=spec.get("StreamViewType"),
+            hash_key=keys["HASH"],
+            range_key=keys.get("RANGE"),
+        )
+
+    async def describe_shards(self, stream_arn: str) -> list[Shard]:
+        """Every shard DescribeStream lists, following its pages."""
+        shards: list[Shard] = []
+        start: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": 100}
+            if start is not None:
+                kwargs["ExclusiveStartShardId"] = start
+            try:
+                page = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
+            except ClientError as error:
+                raise AwsError.from_client_error(error) from error
+            shards.extend(Shard.from_api(s) for s in page.get("Shards", []))
+            start = page.get("LastEvaluatedShardId")
+            if start is None:
+                return shards
+
+    async def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
+        """The children of a shard, by the cheap CHILD_SHARDS filter."""
+        try:
+            page = (
+                await self._streams.describe_stream(
+                    StreamArn=stream_arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": shard_id}
+                )
+            )["StreamDescription"]
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+        # Endpoints that ignore the filter return every shard; keep only the children.
+        return [s for s in map(Shard.from_api, page.get("Shards", [])) if s.parent_id == shard_id]
+
+    async def get_shard_iterator(
+        self, stream_arn: str, shard_id: str, kind: str, sequence_number: int | None = None
+    ) -> str:
+        kwargs: dict[str, Any] = {
+            "StreamArn": stream_arn,
+            "ShardId": shard_id,
+            "ShardIteratorType": kind,
+        }
+        if sequence_number is not None:
+            kwargs["SequenceNumber"] = str(sequence_number)
+        try:
+            return str((await self._streams.get_shard_iterator(**kwargs))["ShardIterator"])
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+
+    async def get_records(self, iterator: str, limit: int) -> RecordsPage:
+        body = orjson.dumps({"ShardIterator": iterator, "Limit": limit})
+        headers = await self._signed_headers("GetRecords", body)
+        async with self._http.post(self._url, data=body, headers=headers) as response:
+            payload = await response.read()
+            status = response.status
+        data = orjson.loads(payload) if payload else {}
+        if status != 200:
+            code = str(data.get("__type", f"HTTP{status}")).rpartition("#")[2]
+            raise AwsError(code, str(data.get("message", data.get("Message", ""))), status)
+        return RecordsPage(data.get("Records", []), data.get("NextShardIterator"))
+
+    async def _signed_headers(self, action: str, body: bytes) -> dict[str, str]:
+        request = AWSRequest(
+            method="POST",
+            url=self._url,
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"DynamoDBStreams_20120810.{action}",
+            },
+        )
+        if self._credentials is not None:
+            frozen = await self._credentials.get_frozen_credentials()
+            SigV4Auth(frozen, "dynamodb", self._region).add_auth(request)
+        return dict(request.headers.items())

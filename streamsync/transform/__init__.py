@@ -1,0 +1,1 @@
+"""Stream record to Elasticsearch action."""

@@ -1,0 +1,193 @@
+"""A stream record becomes Elasticsearch actions: index the new image, or delete the document.
+
+Users can replace the default with a hook (`tables[].transform: package.module:function`, sync or
+async) that gets a `ChangeRecord` and returns a document to index, a list of actions, or None to
+skip the record. Anything that cannot become an action raises `TransformError`, which the caller
+turns into a dead letter instead of stopping the shard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from streamsync.config import TableConfig
+from streamsync.errors import StreamsyncError
+from streamsync.leases.checkpoints import PendingRecord
+from streamsync.transform.decode import decode_image
+from streamsync.transform.ids import document_id
+
+Op = Literal["index", "delete"]
+
+
+class TransformError(Exception):
+    """This record cannot become actions (bad data, or a hook that raised)."""
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where an action came from: enough to find, log and replay the record."""
+
+    table: str
+    shard_id: str
+    sequence_number: int
+    record: dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)
+class Action:
+    op: Op
+    index: str
+    doc_id: str
+    version: int
+    source: bytes | None  # the encoded document, for index actions
+    origin: Origin
+    ack: PendingRecord | None = None
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """What a transform hook sees of a stream record."""
+
+    table: str
+    event_name: str  # INSERT, MODIFY or REMOVE
+    keys: dict[str, Any]
+    new_image: dict[str, Any] | None
+    old_image: dict[str, Any] | None
+    doc_id: str
+    index: str
+    sequence_number: int
+    approximate_creation_time: float
+    ttl_expiry: bool
+    raw: dict[str, Any]
+
+
+Hook = Callable[[ChangeRecord], Any]
+
+
+def load_hook(spec: str, where: str) -> Hook:
+    module_name, _, function_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise StreamsyncError(
+            f"{where}: cannot import module '{module_name}' ({error}); "
+            "check the name and that it is installed beside streamsync"
+        ) from error
+    hook = getattr(module, function_name, None)
+    if not callable(hook):
+        raise StreamsyncError(f"{where}: '{module_name}' has no function '{function_name}'")
+    return hook  # type: ignore[no-any-return]
+
+
+def is_ttl_expiry(record: dict[str, Any]) -> bool:
+    identity = record.get("userIdentity") or {}
+    return identity.get("type") == "Service" and identity.get("principalId") == (
+        "dynamodb.amazonaws.com"
+    )
+
+
+class RecordTransformer:
+    def __init__(
+        self, config: TableConfig, hash_key: str, range_key: str | None, hook: Hook | None
+    ) -> None:
+        self._config = config
+        self._hash_key = hash_key
+        self._range_key = range_key
+        self._hook = hook
+        self._include = config.include_fields
+        self._exclude = config.exclude_fields
+
+    async def actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
+        try:
+            return await self._actions(record, shard_id, version)
+        except TransformError:
+            raise
+        except Exception as error:
+            raise TransformError(f"{type(error).__name__}: {error}") from error
+
+    async def _actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
+        change = record["dynamodb"]
+        origin = Origin(self._config.table, shard_id, int(change["SequenceNumber"]), record)
+        doc_id = document_id(change["Keys"], self._hash_key, self._range_key)
+        index = self._config.index
+        removed = record["eventName"] == "REMOVE"
+        ttl_expiry = removed and is_ttl_expiry(record)
+        if self._hook is None:
+            if ttl_expiry and self._config.ttl_expirations == "ignore":
+                return []
+            if removed:
+                return [Action("delete", index, doc_id, version, None, origin)]
+            if "NewImage" not in change:
+                raise TransformError("the record has no NewImage (stream view type?)")
+            source = orjson.dumps(self._shape(decode_image(change["NewImage"])))
+            return [Action("index", index, doc_id, version, source, origin)]
+        return await self._hooked(record, origin, doc_id, version, ttl_expiry)
+
+    def _shape(self, document: dict[str, Any]) -> dict[str, Any]:
+        if self._include is not None:
+            document = {k: document[k] for k in self._include if k in document}
+        for name in self._exclude:
+            document.pop(name, None)
+        return document
+
+    async def _hooked(
+        self,
+        record: dict[str, Any],
+        origin: Origin,
+        doc_id: str,
+        version: int,
+        ttl_expiry: bool,
+    ) -> list[Action]:
+        assert self._hook is not None
+        change = record["dynamodb"]
+        new_image = change.get("NewImage")
+        old_image = change.get("OldImage")
+        view = ChangeRecord(
+            table=self._config.table,
+            event_name=record["eventName"],
+            keys=decode_image(change["Keys"]),
+            new_image=self._shape(decode_image(new_image)) if new_image is not None else None,
+            old_image=decode_image(old_image) if old_image is not None else None,
+            doc_id=doc_id,
+            index=self._config.index,
+            sequence_number=origin.sequence_number,
+            approximate_creation_time=float(change.get("ApproximateCreationDateTime", 0)),
+            ttl_expiry=ttl_expiry,
+            raw=record,
+        )
+        result = self._hook(view)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            return []
+        if isinstance(result, dict):
+            source = orjson.dumps(result)
+            return [Action("index", view.index, doc_id, version, source, origin)]
+        if isinstance(result, list):
+            return [self._hook_action(item, view, version, origin) for item in result]
+        raise TransformError(
+            f"the transform hook returned {type(result).__name__}; "
+            "expected a document (dict), a list of actions, or None"
+        )
+
+    @staticmethod
+    def _hook_action(item: Any, view: ChangeRecord, version: int, origin: Origin) -> Action:
+        if not isinstance(item, dict) or item.get("op") not in ("index", "delete"):
+            raise TransformError(
+                f"the transform hook returned the action {item!r}; expected "
+                '{"op": "index" | "delete", "index"?: str, "id"?: str, "document": {...}}'
+            )
+        index = str(item.get("index", view.index))
+        doc_id = str(item.get("id", view.doc_id))
+        if item["op"] == "delete":
+            return Action("delete", index, doc_id, version, None, origin)
+        document = item.get("document")
+        if not isinstance(document, dict):
+            raise TransformError("an index action from the transform hook needs a 'document'")
+        return Action("index", index, doc_id, version, orjson.dumps(document), origin)

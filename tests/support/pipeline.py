@@ -1,0 +1,144 @@
+"""Running streamsync against the test services, and comparing an index with its table.
+
+The expected documents are computed here independently of streamsync's own decoder (from boto3's
+TypeDeserializer and the documented rules), so a decoding bug cannot agree with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeDeserializer
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_scan
+
+from streamsync.app import StreamSync
+from streamsync.config import Config, parse_config
+
+_deserializer = TypeDeserializer()
+
+
+def make_config(
+    moto_endpoint: str,
+    es_url: str,
+    lease_table: str,
+    tables: list[dict[str, Any]],
+    **sections: Any,
+) -> Config:
+    import yaml
+
+    document = {
+        "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+        "elasticsearch": {"hosts": [es_url]},
+        "leases": {"table": lease_table, **sections.pop("leases", {})},
+        "tables": tables,
+        **sections,
+    }
+    return parse_config(yaml.safe_dump(document), source="test config")
+
+
+def expected_json(value: Any) -> Any:
+    """The documented JSON form of a deserialized DynamoDB value."""
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value() and "E" not in str(value).upper():
+            as_int = int(value)
+            return as_int if abs(as_int) <= 2**53 else str(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, Binary):
+        return base64.b64encode(value.value).decode()
+    if isinstance(value, set | frozenset):
+        return sorted((expected_json(v) for v in value), key=repr)
+    if isinstance(value, list):
+        return [expected_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expected_json(v) for k, v in value.items()}
+    return value
+
+
+def comparable(document: dict[str, Any], set_fields: set[str]) -> dict[str, Any]:
+    """Sets have no order: sort them in an indexed document before comparing."""
+    return {
+        k: sorted(v, key=repr) if k in set_fields and isinstance(v, list) else v
+        for k, v in document.items()
+    }
+
+
+def expected_document(item: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    sets = {k for k, v in item.items() if set(v) & {"SS", "NS", "BS"}}
+    return {k: expected_json(v) for k, v in plain.items()}, sets
+
+
+async def scan_table(ddb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = await ddb.scan(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def index_documents(es: AsyncElasticsearch, index: str) -> dict[str, dict[str, Any]]:
+    await es.options(ignore_status=404).indices.refresh(index=index)
+    if not await es.indices.exists(index=index):
+        return {}
+    return {hit["_id"]: hit["_source"] async for hit in async_scan(es, index=index, size=1000)}
+
+
+async def differences(
+    ddb: Any,
+    es: AsyncElasticsearch,
+    table: str,
+    index: str,
+    doc_id: Callable[[dict[str, Any]], str],
+) -> list[str]:
+    """What differs between a table and its index, document by document (empty: equal)."""
+    indexed = await index_documents(es, index)
+    problems: list[str] = []
+    for item in await scan_table(ddb, table):
+        key = doc_id(item)
+        expected, sets = expected_document(item)
+        actual = indexed.pop(key, None)
+        if actual is None:
+            problems.append(f"missing {key}")
+        elif comparable(actual, sets) != comparable(expected, sets):
+            problems.append(f"differs {key}: {actual} != {expected}")
+    problems.extend(f"extra {key}" for key in indexed)
+    return problems
+
+
+async def wait_until_equal(
+    ddb: Any,
+    es: AsyncElasticsearch,
+    table: str,
+    index: str,
+    doc_id: Callable[[dict[str, Any]], str],
+    within: float = 60,
+) -> None:
+    """Polls until the index equals the table; fails with the differences after `within` s."""
+    problems: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while problems := await differences(ddb, es, table, index, doc_id):  # noqa: ASYNC110
+                await asyncio.sleep(0.5)
+    assert not problems, f"{len(problems)} differences, e.g. {problems[:5]}"
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[StreamSync]:
+    """streamsync embedded in the test's loop; stopped gracefully (and checked) on exit."""
+    async with StreamSync(config) as sync:
+        task = asyncio.create_task(sync.run())
+        try:
+            yield sync
+        finally:
+            sync.stop()
+            await asyncio.wait_for(task, timeout=60)
