@@ -189,7 +189,11 @@ class StreamsApi:
         async with self._http.post(self._url, data=body, headers=headers) as response:
             payload = await response.read()
             status = response.status
-        data = orjson.loads(payload) if payload else {}
+        try:
+            data = orjson.loads(payload) if payload else {}
+        except orjson.JSONDecodeError:
+            # Not an AWS answer (a proxy's or load balancer's error page): worth retrying.
+            raise AwsError(f"HTTP{status}", payload[:200].decode(errors="replace"), 502) from None
         if status != 200:
             code = str(data.get("__type", f"HTTP{status}")).rpartition("#")[2]
             raise AwsError(code, str(data.get("message", data.get("Message", ""))), status)

@@ -61,18 +61,25 @@ def expected_json(value: Any) -> Any:
     return value
 
 
-def comparable(document: dict[str, Any], set_fields: set[str]) -> dict[str, Any]:
-    """Sets have no order: sort them in an indexed document before comparing."""
-    return {
-        k: sorted(v, key=repr) if k in set_fields and isinstance(v, list) else v
-        for k, v in document.items()
-    }
+def _sort_sets(value: Any, shape: dict[str, Any]) -> Any:
+    """Sorts, in a document, every list that was a DynamoDB set (sets have no order)."""
+    ((tag, inner),) = shape.items()
+    if tag in ("SS", "NS", "BS") and isinstance(value, list):
+        return sorted(value, key=repr)
+    if tag == "L" and isinstance(value, list):
+        return [_sort_sets(v, s) for v, s in zip(value, inner, strict=False)]
+    if tag == "M" and isinstance(value, dict):
+        return {k: _sort_sets(v, inner[k]) if k in inner else v for k, v in value.items()}
+    return value
 
 
-def expected_document(item: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+def comparable(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _sort_sets(v, item[k]) if k in item else v for k, v in document.items()}
+
+
+def expected_document(item: dict[str, Any]) -> dict[str, Any]:
     plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
-    sets = {k for k, v in item.items() if set(v) & {"SS", "NS", "BS"}}
-    return {k: expected_json(v) for k, v in plain.items()}, sets
+    return {k: expected_json(v) for k, v in plain.items()}
 
 
 async def scan_table(ddb: Any, table: str) -> list[dict[str, Any]]:
@@ -105,11 +112,11 @@ async def differences(
     problems: list[str] = []
     for item in await scan_table(ddb, table):
         key = doc_id(item)
-        expected, sets = expected_document(item)
+        expected = expected_document(item)
         actual = indexed.pop(key, None)
         if actual is None:
             problems.append(f"missing {key}")
-        elif comparable(actual, sets) != comparable(expected, sets):
+        elif comparable(actual, item) != comparable(expected, item):
             problems.append(f"differs {key}: {actual} != {expected}")
     problems.extend(f"extra {key}" for key in indexed)
     return problems

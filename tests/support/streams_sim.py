@@ -21,6 +21,7 @@ is why moto is pinned exactly; `tests/unit/test_moto_internals.py` fails first i
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -383,7 +384,14 @@ def _get_records(self: DynamoDBStreamsHandler) -> str:
             result["NextShardIterator"] = _remember(
                 SimIterator(stream, shard.shard_id, next_position, time.monotonic())
             )
-    return json.dumps(result)
+    return json.dumps(result, default=_base64)
+
+
+def _base64(value: object) -> str:
+    """moto keeps binary attributes as bytes; on the wire they are base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 _original_set_stream_specification = Table.set_stream_specification
