@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from streamsync.config import Config, TableConfig
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import Lease
+from streamsync.leases.planner import ExpiryClock, plan
 from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
@@ -70,6 +71,7 @@ class Coordinator:
         self._stopping = stopping
         self._on_rejected_record = on_rejected_record
         self._wake = asyncio.Event()
+        self._expiry = ExpiryClock(config.leases.failover_seconds)
         self._pollers: dict[str, tuple[HeldLease, asyncio.Task[None]]] = {}
 
     @property
@@ -134,21 +136,36 @@ class Coordinator:
                 )
 
     async def _take(self) -> None:
-        leases = await retry_transient(lambda: self._leases.list(), "lease scan", is_transient)
+        leases = [
+            lease
+            for lease in await retry_transient(
+                lambda: self._leases.list(), "lease scan", is_transient
+            )
+            if lease.stream_arn in self._sources  # tables this worker is configured for
+        ]
+        expired = self._expiry.expired(leases, asyncio.get_running_loop().time())
+        for lease in leases:
+            if lease.owner == self.worker_id and lease.key not in self._pollers:
+                expired[lease.key] = 0.0  # ours but not being read (a reader failed): retake
         by_stream: dict[str, dict[str, Lease]] = {}
         for lease in leases:
             by_stream.setdefault(lease.stream_arn, {})[lease.shard_id] = lease
-        for arn, by_shard in by_stream.items():
-            source = self._sources.get(arn)
-            if source is None:
-                continue  # a table this worker is not configured for
-            for lease in by_shard.values():
-                if self._stopping.is_set():
-                    return
-                if lease.key in self._pollers or lease.owner not in (None, self.worker_id):
-                    continue
-                if ready_to_read(lease, by_shard, source.listed):
-                    await self._start(source, lease, starting_version(lease, by_shard))
+
+        def ready(lease: Lease) -> bool:
+            source = self._sources[lease.stream_arn]
+            return ready_to_read(lease, by_stream[lease.stream_arn], source.listed)
+
+        decided = plan(leases, self.worker_id, expired, ready)
+        for lease in [*decided.take, *([decided.steal] if decided.steal else [])]:
+            if self._stopping.is_set():
+                return
+            if lease.owner not in (None, self.worker_id):
+                log.info(
+                    "taking over a lease",
+                    extra={"table": lease.table, "shard": lease.shard_id, "from": lease.owner},
+                )
+            start_version = starting_version(lease, by_stream[lease.stream_arn])
+            await self._start(self._sources[lease.stream_arn], lease, start_version)
 
     async def _start(self, source: Source, seen: Lease, start_version: int) -> None:
         try:

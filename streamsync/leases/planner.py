@@ -1,0 +1,89 @@
+"""Which leases a worker takes in a taker cycle: the KCL's lease-count balancing, as pure logic.
+
+Expiry is judged by each worker's own clock, never by comparing timestamps written by other
+machines: a lease whose counter did not move for a failover time, as seen from here, belongs to a
+worker that stopped renewing it. Each worker aims for ceil(leases / live workers). It takes free
+and expired leases first (the longest-expired first); only when none is available does it steal,
+one lease per cycle, from the most-loaded worker, and only when that evens the load out, so
+leases do not ping-pong. Finished leases do not count, and leases whose parents are unfinished
+are neither taken nor counted, since nobody can read them yet.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from streamsync.leases.model import Lease
+
+
+class ExpiryClock:
+    """Remembers when each lease's counter last changed, by this worker's clock."""
+
+    def __init__(self, failover_seconds: float) -> None:
+        self._failover = failover_seconds
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def expired(self, leases: Iterable[Lease], now: float) -> dict[str, float]:
+        """The owned leases that have been still for a failover time: key -> since when."""
+        still: dict[str, float] = {}
+        seen: dict[str, tuple[int, float]] = {}
+        for lease in leases:
+            counter, since = self._seen.get(lease.key, (lease.counter, now))
+            if counter != lease.counter:
+                since = now
+            seen[lease.key] = (lease.counter, since)
+            if lease.owner is not None and now - since > self._failover:
+                still[lease.key] = since
+        self._seen = seen
+        return still
+
+
+@dataclass
+class Plan:
+    take: list[Lease] = field(default_factory=list)  # free or expired: take these
+    steal: Lease | None = None  # held by a live, overloaded worker
+
+
+def plan(
+    leases: Iterable[Lease],
+    me: str,
+    expired: dict[str, float],
+    ready: Callable[[Lease], bool],
+    rng: random.Random | None = None,
+) -> Plan:
+    candidates = [
+        lease
+        for lease in leases
+        if not lease.finished and (ready(lease) or (lease.owner is not None))
+    ]
+    live = [lease for lease in candidates if lease.owner is not None and lease.key not in expired]
+    load = Counter(lease.owner for lease in live)
+    workers = set(load) | {me}
+    target = math.ceil(len(candidates) / len(workers))
+    mine = load[me]
+    if mine >= target:
+        return Plan()
+    available = [
+        lease
+        for lease in candidates
+        if ready(lease) and (lease.owner is None or lease.key in expired)
+    ]
+    # Expired first, the longest expired first; then free leases.
+    available.sort(key=lambda lease: (lease.owner is None, expired.get(lease.key, 0.0)))
+    if available:
+        return Plan(take=available[: target - mine])
+    busiest, busiest_load = max(
+        ((worker, n) for worker, n in load.items() if worker != me),
+        key=lambda pair: pair[1],
+        default=(None, 0),
+    )
+    if busiest is None or not (
+        busiest_load > target or (busiest_load == target and mine < target - 1)
+    ):
+        return Plan()
+    victims = [lease for lease in live if lease.owner == busiest and ready(lease)]
+    return Plan(steal=(rng or random).choice(victims)) if victims else Plan()

@@ -1,0 +1,254 @@
+"""`streamsync run` and `streamsync validate` as processes: stopping, crashing, restarting, and
+bad input, against real Elasticsearch and moto's endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from elasticsearch import AsyncElasticsearch
+
+from tests.support import aws, streams_sim
+from tests.support.elasticsearch import es_url
+from tests.support.pipeline import wait_until_equal
+from tests.support.workload import TableShape, Workload, expected_id
+
+STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+
+
+def write_config(path: Path, moto_endpoint: str, es: str, leases: str, tables: Any) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+                "elasticsearch": {"hosts": [es]},
+                "leases": {"table": leases},
+                "tables": tables,
+            }
+        )
+    )
+    return path
+
+
+class Process:
+    """A `streamsync run` process whose JSON log lines are kept in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("a")
+        self.popen = subprocess.Popen(
+            [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"],
+            stdout=self._log_file,
+            stderr=self._log_file,
+            env={**os.environ},
+        )
+
+    def signal(self, signum: int) -> int:
+        self.popen.send_signal(signum)
+        code = self.popen.wait(timeout=60)
+        self._log_file.close()
+        return code
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")
+        ]
+
+    def summary(self, table: str) -> float:
+        [stopped] = [e for e in self.events() if e["message"] == "stopped"]
+        return float(stopped[f"records_read.{table}"])
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+
+
+async def start_and_wait_reading(processes: list[Process], config: Path, log: Path) -> Process:
+    process = Process(config, log)
+    processes.append(process)
+    async with asyncio.timeout(60):
+        while not any(e["message"] == "reading shard" for e in process.events()):
+            assert process.popen.poll() is None, log.read_text()
+            await asyncio.sleep(0.2)
+    return process
+
+
+def stream_records(table: str) -> int:
+    return sum(len(shard.records) for shard in streams_sim.stream_of(table).shards)
+
+
+async def test_sigterm_then_restart_loses_nothing_and_rereads_nothing(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    es: AsyncElasticsearch,
+    index_name: str,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    shape = TableShape(aws.unique_name("sigterm"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=50, seed=3)
+    config = write_config(
+        tmp_path / "tables.yaml",
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+    )
+
+    first = await start_and_wait_reading(processes, config, tmp_path / "first.log")
+    writes = asyncio.create_task(workload.run(1500, concurrency=2))
+    await asyncio.sleep(3)  # mid-run: records flowing
+    assert first.signal(signal.SIGTERM) == 0
+    await writes
+    second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
+    await wait_until_equal(
+        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+    )
+    assert second.signal(signal.SIGTERM) == 0
+
+    read_by_first = first.summary(shape.name)
+    assert 0 < read_by_first < stream_records(shape.name), "the first run stopped mid-stream"
+    assert read_by_first + second.summary(shape.name) == stream_records(shape.name), (
+        "after a graceful stop the next run reads exactly what the first did not"
+    )
+
+
+async def test_kill_9_then_restart_loses_nothing(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    es: AsyncElasticsearch,
+    index_name: str,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    shape = TableShape(aws.unique_name("kill9"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=50, seed=4)
+    config = write_config(
+        tmp_path / "tables.yaml",
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+    )
+
+    first = await start_and_wait_reading(processes, config, tmp_path / "first.log")
+    writes = asyncio.create_task(workload.run(1500, concurrency=2))
+    await asyncio.sleep(3)
+    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+    await writes
+    # The dead worker's lease must expire before another takes it (failover time).
+    second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
+    await wait_until_equal(
+        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+    )
+    assert second.signal(signal.SIGTERM) == 0
+    assert second.summary(shape.name) <= stream_records(shape.name)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([STREAMSYNC, *args], capture_output=True, text=True, timeout=120)
+
+
+async def lease_table_exists(clients: aws.Clients, name: str) -> bool:
+    try:
+        await clients.dynamodb.describe_table(TableName=name)
+    except clients.dynamodb.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("streamsync: ")]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+async def test_bad_input_gives_one_clear_line_and_writes_nothing(
+    command: str, clients: aws.Clients, moto_endpoint: str, tmp_path: Path
+) -> None:
+    good = aws.unique_name("good")
+    keys_only = aws.unique_name("keysonly")
+    no_stream = aws.unique_name("nostream")
+    await aws.create_stream_table(clients.dynamodb, good)
+    await aws.create_stream_table(clients.dynamodb, keys_only, view_type="KEYS_ONLY")
+    await clients.dynamodb.create_table(
+        TableName=no_stream,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    leases = aws.unique_name("leases")
+
+    def config(name: str, tables: Any, es: str | None = None) -> str:
+        path = write_config(tmp_path / name, moto_endpoint, es or es_url(), leases, tables)
+        return str(path)
+
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("aws:\n  region: us-east-1\n tables: [\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(
+        Path(config("base.yaml", [{"table": good, "index": "i"}])).read_text() + "tables_extra: 1\n"
+    )
+    cases = {
+        str(malformed): ("malformed.yaml: line 3", "invalid YAML"),
+        str(unknown): ("tables_extra: unknown key", "expected one of"),
+        config("missing.yaml", [{"table": "no-such-table", "index": "i"}]): (
+            "table no-such-table: not found",
+            "tables[0].table",
+        ),
+        config("nostream.yaml", [{"table": no_stream, "index": "i"}]): (
+            f"table {no_stream}: its stream is not enabled",
+            "StreamViewType=NEW_AND_OLD_IMAGES",
+        ),
+        config("keysonly.yaml", [{"table": keys_only, "index": "i"}]): (
+            "view type KEYS_ONLY carries no new images",
+            "NEW_AND_OLD_IMAGES",
+        ),
+        config("nocluster.yaml", [{"table": good, "index": "i"}], es="http://127.0.0.1:9"): (
+            "Elasticsearch at http://127.0.0.1:9: unreachable",
+            "check elasticsearch.hosts",
+        ),
+    }
+    for path, needles in cases.items():
+        result = run_cli(command, "--config", path)
+        line = one_line(result)
+        assert result.returncode != 0, line
+        for needle in needles:
+            assert needle in line, (path, line)
+    assert not await lease_table_exists(clients, leases), "nothing is written on bad input"
+
+
+async def test_validate_accepts_a_good_configuration(
+    clients: aws.Clients, moto_endpoint: str, tmp_path: Path
+) -> None:
+    table = aws.unique_name("valid")
+    await aws.create_stream_table(clients.dynamodb, table)
+    path = write_config(
+        tmp_path / "tables.yaml",
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [{"table": table, "index": "valid"}],
+    )
+    result = run_cli("validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ok (1 table(s), cluster reachable)" in result.stdout
