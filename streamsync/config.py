@@ -193,6 +193,9 @@ class LeasesConfig(_Section):
     """None: derived at run time from the hostname and the process id."""
     failover_seconds: float = Field(default=10, ge=1, allow_inf_nan=False)
     discovery_interval_seconds: float = Field(default=30, gt=0, allow_inf_nan=False)
+    cleanup_after_seconds: float = Field(default=86400, ge=0, allow_inf_nan=False)
+    """A finished lease is deleted once this long passed since its shard ended (the stream's
+    24 h retention by default), its shard left the stream and its children started."""
 
 
 class TableConfig(_Section):

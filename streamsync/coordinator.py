@@ -1,11 +1,11 @@
 """The coordinator: discovers shards, keeps their leases, and runs one poller per held shard.
 
-Three loops share the lease table. Discovery lists each stream's shards (DescribeStream, paged)
-and creates leases for new ones. The taker scans the lease table once per cycle and takes the
-leases that are free and ready (all parents finished); a shard reaching its end wakes it at once,
-after its children's leases were created from a CHILD_SHARDS look-up. The renewer renews every
-held lease about three times per failover time, and stops a shard's poller the moment its lease
-is lost.
+Each taker cycle scans the lease table once (the only O(leases) read), lists the streams' shards
+when discovery is due, creates leases for new shards, deletes finished leases nobody needs any
+more, and takes what the planner says (free and expired leases, or one steal). A shard reaching
+its end wakes the cycle early, after its children's leases were created from a CHILD_SHARDS
+look-up, so children start at once. Meanwhile the renewer renews every held lease about three
+times per failover time and stops a shard's poller the moment its lease is lost.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streamsync.config import Config, TableConfig
 from streamsync.leases.held import HeldLease
-from streamsync.leases.model import Lease
+from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease
 from streamsync.leases.planner import ExpiryClock, plan
 from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.observability.metrics import Metrics
@@ -30,6 +32,11 @@ from streamsync.source.shards import leases_for_new_shards, ready_to_read, start
 from streamsync.transform.actions import RecordTransformer
 
 log = logging.getLogger("streamsync.coordinator")
+
+T = TypeVar("T")
+LEASE_WRITES_AT_ONCE = 20  # concurrent renewals or takes, as the KCL's renewer threads
+
+Snapshot = dict[str, dict[str, Lease]]  # stream ARN -> shard id -> lease
 
 
 @dataclass
@@ -45,6 +52,17 @@ class Source:
     def stream_arn(self) -> str:
         assert self.stream.stream_arn is not None
         return self.stream.stream_arn
+
+
+async def _bounded(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Runs calls concurrently, at most LEASE_WRITES_AT_ONCE at a time."""
+    gate = asyncio.Semaphore(LEASE_WRITES_AT_ONCE)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+
+    return await asyncio.gather(*(one(call) for call in calls))
 
 
 class Coordinator:
@@ -83,14 +101,15 @@ class Coordinator:
         failover = self._config.leases.failover_seconds
         renewer = asyncio.create_task(self._renew_periodically(failover / 3))
         try:
-            next_discovery = 0.0
             loop = asyncio.get_running_loop()
+            next_discovery = 0.0
             while not self._stopping.is_set():
+                snapshot = await self._scan()
                 if loop.time() >= next_discovery:
                     for source in self._sources.values():
-                        await self._discover(source)
+                        await self._discover(source, snapshot.setdefault(source.stream_arn, {}))
                     next_discovery = loop.time() + self._config.leases.discovery_interval_seconds
-                await self._take()
+                await self._take(snapshot)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(failover / 2):
@@ -101,7 +120,14 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
-    async def _discover(self, source: Source) -> None:
+    async def _scan(self) -> Snapshot:
+        snapshot: Snapshot = {}
+        for lease in await retry_transient(self._leases.list, "lease scan", is_transient):
+            if lease.stream_arn in self._sources:  # tables this worker is configured for
+                snapshot.setdefault(lease.stream_arn, {})[lease.shard_id] = lease
+        return snapshot
+
+    async def _discover(self, source: Source, known: dict[str, Lease]) -> None:
         shards = await retry_transient(
             lambda: self._api.describe_shards(source.stream_arn),
             "DescribeStream",
@@ -109,65 +135,93 @@ class Coordinator:
             table=source.config.table,
         )
         source.listed = {s.shard_id for s in shards}
-        await self._create_leases(source, shards)
+        for lease in await self._create_leases(source, shards, known):
+            known[lease.shard_id] = lease
+        await self._clean_up(source, known)
 
-    async def _create_leases(self, source: Source, shards: list[Shard]) -> None:
-        existing = {
-            lease.shard_id: lease
-            for lease in await retry_transient(
-                lambda: self._leases.list(source.stream_arn), "lease scan", is_transient
+    async def _create_leases(
+        self, source: Source, shards: list[Shard], known: dict[str, Lease]
+    ) -> list[Lease]:
+        """Creates the missing leases; returns those this worker created (others may race)."""
+        new = leases_for_new_shards(
+            source.config.table, source.stream_arn, shards, known, source.config.start_position
+        )
+        created = await _bounded(
+            lambda lease=lease: retry_transient(  # type: ignore[misc]
+                lambda: self._leases.create(lease), "lease creation", is_transient
             )
-        }
-        for lease in leases_for_new_shards(
-            source.config.table,
-            source.stream_arn,
-            shards,
-            existing,
-            source.config.start_position,
-        ):
-            if await retry_transient(
-                lambda lease=lease: self._leases.create(lease),  # type: ignore[misc]
-                "lease creation",
-                is_transient,
+            for lease in new
+        )
+        mine = [lease for lease, was_created in zip(new, created, strict=True) if was_created]
+        for lease in mine:
+            log.info(
+                "new shard",
+                extra={"table": lease.table, "shard": lease.shard_id, "at": lease.checkpoint},
+            )
+        return mine
+
+    async def _clean_up(self, source: Source, known: dict[str, Lease]) -> None:
+        """Deletes finished leases whose shard left the stream, whose children started, and
+        whose shard ended longer ago than the stream's retention. Deleting one earlier would
+        let discovery lease its shard again and read it twice, or hold its children back."""
+        horizon = time.time() - self._config.leases.cleanup_after_seconds
+        children: dict[str, list[Lease]] = {}
+        for lease in known.values():
+            for parent in lease.parent_shard_ids:
+                children.setdefault(parent, []).append(lease)
+        for lease in list(known.values()):
+            kids = children.get(lease.shard_id, [])
+            if (
+                lease.finished
+                and lease.finished_at is not None
+                and lease.finished_at < horizon
+                and lease.shard_id not in source.listed
+                and kids
+                and all(_started(kid) for kid in kids)
             ):
-                log.info(
-                    "new shard",
-                    extra={"table": lease.table, "shard": lease.shard_id, "at": lease.checkpoint},
-                )
+                with contextlib.suppress(LeaseLost):
+                    await retry_transient(
+                        lambda lease=lease: self._leases.delete(lease),  # type: ignore[misc]
+                        "lease clean-up",
+                        is_transient,
+                    )
+                    del known[lease.shard_id]
+                    log.info(
+                        "deleted a finished lease",
+                        extra={"table": lease.table, "shard": lease.shard_id},
+                    )
 
-    async def _take(self) -> None:
-        leases = [
-            lease
-            for lease in await retry_transient(
-                lambda: self._leases.list(), "lease scan", is_transient
-            )
-            if lease.stream_arn in self._sources  # tables this worker is configured for
-        ]
+    async def _take(self, snapshot: Snapshot) -> None:
+        leases = [lease for by_shard in snapshot.values() for lease in by_shard.values()]
         expired = self._expiry.expired(leases, asyncio.get_running_loop().time())
         for lease in leases:
             if lease.owner == self.worker_id and lease.key not in self._pollers:
                 expired[lease.key] = 0.0  # ours but not being read (a reader failed): retake
-        by_stream: dict[str, dict[str, Lease]] = {}
-        for lease in leases:
-            by_stream.setdefault(lease.stream_arn, {})[lease.shard_id] = lease
 
         def ready(lease: Lease) -> bool:
             source = self._sources[lease.stream_arn]
-            return ready_to_read(lease, by_stream[lease.stream_arn], source.listed)
+            return ready_to_read(lease, snapshot[lease.stream_arn], source.listed)
 
         decided = plan(leases, self.worker_id, expired, ready)
-        for lease in [*decided.take, *([decided.steal] if decided.steal else [])]:
-            if self._stopping.is_set():
-                return
+        chosen = [*decided.take, *([decided.steal] if decided.steal else [])]
+        for lease in chosen:
             if lease.owner not in (None, self.worker_id):
                 log.info(
                     "taking over a lease",
                     extra={"table": lease.table, "shard": lease.shard_id, "from": lease.owner},
                 )
-            start_version = starting_version(lease, by_stream[lease.stream_arn])
-            await self._start(self._sources[lease.stream_arn], lease, start_version)
+        await _bounded(
+            lambda lease=lease: self._start(  # type: ignore[misc]
+                self._sources[lease.stream_arn],
+                lease,
+                starting_version(lease, snapshot[lease.stream_arn]),
+            )
+            for lease in chosen
+        )
 
     async def _start(self, source: Source, seen: Lease, start_version: int) -> None:
+        if self._stopping.is_set():
+            return
         try:
             taken = await retry_transient(
                 lambda: self._leases.take(seen, self.worker_id), "lease take", is_transient
@@ -186,13 +240,13 @@ class Coordinator:
             start_version=start_version,
             stopping=self._stopping,
             metrics=self._metrics,
-            on_shard_end=lambda lease, source=source: self._shard_ended(source, lease),  # type: ignore[misc]
+            on_shard_end=lambda lease: self._shard_ended(source, lease),
             on_rejected_record=self._on_rejected_record,
         )
         task = asyncio.create_task(poller.run(), name=f"poller {taken.table} {taken.shard_id}")
         self._pollers[taken.key] = (held, task)
         self._metrics.leases_held.set(len(self._pollers))
-        task.add_done_callback(lambda t, key=taken.key: self._poller_done(key, t))  # type: ignore[misc]
+        task.add_done_callback(lambda t: self._poller_done(taken.key, t))
         log.info(
             "reading shard",
             extra={"table": taken.table, "shard": taken.shard_id, "from": taken.checkpoint},
@@ -218,18 +272,21 @@ class Coordinator:
             table=lease.table,
             shard=lease.shard_id,
         )
-        if not children:  # the look-up can lag behind the split: list the whole stream instead
-            await self._discover(source)
-        else:
+        if children:
             source.listed |= {c.shard_id for c in children}
-            await self._create_leases(source, children)
+            # The finished parent is known, so these count as later shards: TRIM_HORIZON.
+            await self._create_leases(source, children, {lease.shard_id: lease})
+        else:  # the look-up can lag behind the split: list the whole stream instead
+            await self._discover(source, (await self._scan()).get(source.stream_arn, {}))
         self._wake.set()
 
     async def _renew_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for held, task in list(self._pollers.values()):
-                if not await held.renew():
+            pollers = list(self._pollers.values())
+            renewed = await _bounded(held.renew for held, _ in pollers)
+            for (_, task), still_ours in zip(pollers, renewed, strict=True):
+                if not still_ours:
                     task.cancel()
 
     async def _stop_pollers(self) -> None:
@@ -240,6 +297,18 @@ class Coordinator:
         for task in late:
             task.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
+
+
+def _started(lease: Lease) -> bool:
+    return (
+        lease.finished
+        or lease.owner is not None
+        or lease.checkpoint
+        not in (
+            TRIM_HORIZON,
+            LATEST,
+        )
+    )
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -36,8 +36,13 @@ class HeldLease:
         return {"table": self.lease.table, "shard": self.lease.shard_id}
 
     def expired_locally(self) -> bool:
-        """True once the lease went a failover time without a successful write."""
+        """True once the lease went a failover time without a successful write: another worker
+        may have taken it by now."""
         return time.monotonic() - self.renewed_at > self._failover
+
+    @property
+    def usable(self) -> bool:
+        return not self.lost and not self.expired_locally()
 
     async def _write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
         async with self._lock:
@@ -45,9 +50,13 @@ class HeldLease:
                 self.lost = True
                 return False
 
+            started = time.monotonic()
+
             async def attempt() -> Lease:
+                nonlocal started
                 if self.expired_locally():
                     raise LeaseLost(self.lease)
+                started = time.monotonic()
                 return await write(self.lease)
 
             try:
@@ -56,7 +65,8 @@ class HeldLease:
                 self.lost = True
                 log.warning("lease lost; the shard's reader stops", extra=self.fields)
                 return False
-            self.renewed_at = time.monotonic()
+            # The write may have landed any time after it was sent: count from then.
+            self.renewed_at = started
             return True
 
     async def renew(self) -> bool:

@@ -51,6 +51,7 @@ def _to_item(lease: Lease) -> dict[str, Any]:
 
 def _from_item(item: dict[str, Any]) -> Lease:
     renewed = item.get("renewedAt")
+    finished = item.get("finishedAt")
     return Lease(
         stream_arn=item["streamArn"]["S"],
         shard_id=item["shardId"]["S"],
@@ -62,6 +63,7 @@ def _from_item(item: dict[str, Any]) -> Lease:
         checkpoint_version=int(item.get("checkpointVersion", {"N": "0"})["N"]),
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {"N": "0"})["N"]),
         renewed_at=float(renewed["N"]) if renewed else None,
+        finished_at=float(finished["N"]) if finished else None,
     )
 
 
@@ -207,6 +209,7 @@ class LeaseTable:
 
     async def finish(self, held: Lease, version: int) -> Lease:
         """Marks the shard read to its end and gives the lease up, so its children may start."""
+        now = time.time()
         return await self._update(
             held,
             replace(
@@ -215,9 +218,10 @@ class LeaseTable:
                 counter=held.counter + 1,
                 checkpoint=SHARD_END,
                 checkpoint_version=version,
+                finished_at=now,
             ),
-            "checkpoint = :cp, checkpointVersion = :v",
-            {":cp": {"S": SHARD_END}, ":v": {"N": str(version)}},
+            "checkpoint = :cp, checkpointVersion = :v, finishedAt = :now",
+            {":cp": {"S": SHARD_END}, ":v": {"N": str(version)}, ":now": {"N": f"{now:.3f}"}},
             remove_owner=True,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,12 @@ log = logging.getLogger("streamsync.source")
 
 # (table, shard id, the record, why): the record becomes a dead letter and the shard moves on.
 OnRejectedRecord = Callable[[str, str, dict[str, Any], TransformError], Awaitable[None]]
+
+
+class _Outcome(enum.Enum):
+    SHARD_END = "the shard is closed and read to its end"
+    STOPPED = "a stop was asked for"
+    LEASE_GONE = "the lease was lost or went unrenewed for a failover time"
 
 
 class ShardPoller:
@@ -74,9 +81,12 @@ class ShardPoller:
     async def run(self) -> None:
         checkpointer = asyncio.create_task(self._checkpoint_periodically())
         try:
-            reached_end = await self._poll()
+            outcome = await self._poll()
+            if outcome is _Outcome.LEASE_GONE:
+                log.warning("lease lost or expired; stopped reading", extra=self._fields)
+                return
             await self._wait_acknowledged()
-            if reached_end:
+            if outcome is _Outcome.SHARD_END:
                 if await self._held.finish(self._clock.last):
                     log.info("shard read to its end", extra=self._fields)
                     await self._on_shard_end(self._held.lease)
@@ -93,11 +103,13 @@ class ShardPoller:
         finally:
             checkpointer.cancel()
 
-    async def _poll(self) -> bool:
-        """Reads until the shard ends (True) or a stop is asked for (False)."""
+    async def _poll(self) -> _Outcome:
+        """Reads until the shard ends, a stop is asked for, or the lease may be someone else's."""
         iterator = await self._iterator()
         wait = 0.0
         while not self._stopping.is_set():
+            if not self._held.usable:
+                return _Outcome.LEASE_GONE
             try:
                 page = await retry_transient(
                     lambda it=iterator: self._api.get_records(it, self._polling.max_records),  # type: ignore[misc]
@@ -114,10 +126,12 @@ class ShardPoller:
                 iterator = await self._iterator()
                 continue
             self._metrics.get_records_calls.labels(self.lease.table).inc()
+            if not self._held.usable:  # the call may have outlived the lease
+                return _Outcome.LEASE_GONE
             for record in page.records:
                 await self._process(record)
             if page.next_iterator is None:
-                return True
+                return _Outcome.SHARD_END
             iterator = page.next_iterator
             if page.records:
                 wait = 0.0
@@ -130,7 +144,7 @@ class ShardPoller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._stopping.wait()
-        return False
+        return _Outcome.STOPPED
 
     async def _iterator(self) -> str:
         """An iterator just after the last record read, or at the lease's checkpoint."""
