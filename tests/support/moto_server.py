@@ -5,9 +5,11 @@ trim and expire iterators (`streams_sim`). Every request runs under one lock: mo
 in threads and takes no lock of its own, so concurrent conditional writes (lease contention) are
 not atomic without it; moto is bound by the GIL anyway, so throughput is unchanged.
 
-Faults are injected in front of moto, per API action and optionally per table: AWS error codes
-(throttling, LimitExceededException, HTTP 500), and delays, which stall a caller the way a slow
-network or a paused process would. The injector also counts every request it sees.
+In front of moto sits a fault injector: AWS error codes (throttling, LimitExceededException,
+HTTP 500) and delays (a stalled caller, as a slow network or a paused process would make it), per
+API action, table, and optionally any predicate on the request. It also lets tests observe every
+request (who sent it: the access key) and keep a history of a table's writes with the item as it
+was before and after each one, taken under the lock, so they are exact.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -34,25 +39,52 @@ from tests.support import streams_sim
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+_ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str  # e.g. "GetRecords" or "PutItem"
+    table: str | None
+    body: dict[str, Any]
+    access_key: str | None  # who sent it (processes can be told apart by their keys)
+    time: float  # time.monotonic() when it arrived
 
 
 @dataclass
 class Fault:
-    action: str  # API action, e.g. "GetRecords" or "PutItem"
+    action: str
     table: str | None  # None: any table
     code: str | None  # AWS error code to answer with; None: pass the request on (after the delay)
     status: int
     message: str
     delay: float
     remaining: int  # how many matching requests it still applies to
+    match: Callable[[Request], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to a recorded table, with the item before and after it (DynamoDB JSON)."""
+
+    request: Request
+    status: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass
+class _History:
+    writes: list[Write] = field(default_factory=list)
 
 
 def _table_of(body: dict[str, Any]) -> str | None:
     """The table a DynamoDB or Streams request is about, from whichever field names it."""
     if isinstance(body.get("TableName"), str):
         return str(body["TableName"])
-    for field in ("StreamArn", "ShardIterator"):
-        value = body.get(field)
+    for name in ("StreamArn", "ShardIterator"):
+        value = body.get(name)
         if isinstance(value, str) and ":table/" in value:
             return value.split(":table/", 1)[1].split("/", 1)[0]
     items = body.get("RequestItems")
@@ -61,11 +93,23 @@ def _table_of(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored item with the key in `key` (a Key map, or a whole item)."""
+    backend = dynamodb_backends["123456789012"]["us-east-1"]
+    moto_table = backend.get_table(table)
+    hash_value = DynamoType(key[moto_table.hash_key_attr])
+    range_value = DynamoType(key[moto_table.range_key_attr]) if moto_table.range_key_attr else None
+    item = moto_table.get_item(hash_value, range_value)
+    return dict(item.to_json()["Attributes"]) if item is not None else None
+
+
 class FaultInjector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.calls: Counter[tuple[str, str | None]] = Counter()
+        self.observers: list[Callable[[Request], None]] = []
+        self._histories: dict[str, _History] = {}
 
     def inject(
         self,
@@ -77,41 +121,69 @@ class FaultInjector:
         table: str | None = None,
         times: int = 1,
         delay: float = 0.0,
+        match: Callable[[Request], bool] | None = None,
     ) -> Fault:
-        fault = Fault(action, table, code, status, message, delay, times)
+        fault = Fault(action, table, code, status, message, delay, times, match)
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def record_writes(self, table: str) -> list[Write]:
+        """Starts keeping the history of `table`'s writes; returns the (growing) list."""
+        with self._lock:
+            history = self._histories.setdefault(table, _History())
+        return history.writes
 
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
             self.calls.clear()
+            self.observers.clear()
+            self._histories.clear()
 
     def count(self, action: str, table: str | None = None) -> int:
         with self._lock:
             return sum(n for (a, t), n in self.calls.items() if a == action and table in (None, t))
 
-    def _take(self, action: str, table: str | None) -> Fault | None:
+    def _take(self, request: Request) -> Fault | None:
         with self._lock:
-            self.calls[(action, table)] += 1
+            self.calls[(request.action, request.table)] += 1
+            observers = list(self.observers)
+            chosen = None
             for fault in self._faults:
-                if fault.action == action and fault.table in (None, table) and fault.remaining:
+                if (
+                    fault.action == request.action
+                    and fault.table in (None, request.table)
+                    and fault.remaining
+                    and (fault.match is None or fault.match(request))
+                ):
                     fault.remaining -= 1
-                    return fault
-        return None
+                    chosen = fault
+                    break
+        for observe in observers:
+            observe(request)
+        return chosen
 
     def middleware(self, app: WsgiApp, lock: threading.Lock) -> WsgiApp:
         def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length) if length else b""
             environ["wsgi.input"] = io.BytesIO(raw)
-            action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
                 body = {}
-            fault = self._take(action, _table_of(body) if isinstance(body, dict) else None)
+            if not isinstance(body, dict):
+                body = {}
+            key = _ACCESS_KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
+            request = Request(
+                action=environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2],
+                table=_table_of(body),
+                body=body,
+                access_key=key.group(1) if key else None,
+                time=time.monotonic(),
+            )
+            fault = self._take(request)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
             if fault is not None and fault.code is not None:
@@ -125,9 +197,33 @@ class FaultInjector:
                 )
                 return [payload]
             with lock:
-                return list(app(environ, start_response))
+                history = self._histories.get(request.table or "")
+                if history is None or request.action not in WRITES:
+                    return list(app(environ, start_response))
+                return self._recorded(app, environ, start_response, request, history)
 
         return serve
+
+    @staticmethod
+    def _recorded(
+        app: WsgiApp,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        request: Request,
+        history: _History,
+    ) -> list[bytes]:
+        assert request.table is not None
+        key = request.body.get("Key") or request.body.get("Item", {})
+        before = _item(request.table, key)
+        status: list[int] = []
+
+        def capture(status_line: str, headers: Any, *args: Any) -> Any:
+            status.append(int(status_line.split(" ", 1)[0]))
+            return start_response(status_line, headers, *args)
+
+        response = list(app(environ, capture))
+        history.writes.append(Write(request, status[0], before, _item(request.table, key)))
+        return response
 
 
 class StreamsServer:

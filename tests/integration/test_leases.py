@@ -1,0 +1,439 @@
+"""Many workers, one stream: balance, failover, hand-off and fencing through the lease table,
+with real `streamsync run` processes (or embedded engines), real Elasticsearch and moto.
+
+moto never splits a shard, so the 12+ shards and their lineage are made by
+tests/support/streams_sim.py; stalls are injected as delays in front of moto
+(tests/support/moto_server.py), which also tells the workers' requests apart by access key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from elasticsearch import AsyncElasticsearch
+
+from tests.support import aws, streams_sim
+from tests.support.elasticsearch import es_url
+from tests.support.moto_server import Request, StreamsServer
+from tests.support.pipeline import make_config, running, wait_until_equal
+from tests.support.workload import TableShape, Workload, expected_id
+
+STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+FAILOVER = 6.0  # seconds; renewals every 2 s, taker cycles every 3 s
+TAKER_CYCLE = FAILOVER / 2
+
+
+async def sharded_table(
+    clients: aws.Clients, shards: int, keys: int
+) -> tuple[TableShape, Workload]:
+    """A table whose root shard holds some records and then split into `shards` children."""
+    shape = TableShape(aws.unique_name("fleet"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=keys, seed=11)
+    await workload.populate()
+    sim = streams_sim.stream_of(shape.name)
+    sim.split(sim.open_shards()[0].shard_id, shards)
+    return shape, workload
+
+
+async def lease_rows(clients: aws.Clients, lease_table: str) -> list[dict[str, Any]]:
+    try:
+        page = await clients.dynamodb.scan(TableName=lease_table, ConsistentRead=True)
+    except clients.dynamodb.exceptions.ResourceNotFoundException:
+        return []  # not created yet
+    return [
+        {
+            "shard": item["shardId"]["S"],
+            "owner": item.get("leaseOwner", {}).get("S"),
+            "checkpoint": item["checkpoint"]["S"],
+        }
+        for item in page["Items"]
+    ]
+
+
+def active(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row["checkpoint"] != "SHARD_END"]
+
+
+def load(rows: list[dict[str, Any]]) -> dict[str | None, int]:
+    counts: dict[str | None, int] = {}
+    for row in active(rows):
+        counts[row["owner"]] = counts.get(row["owner"], 0) + 1
+    return counts
+
+
+async def wait_for(condition: Any, within: float, what: str) -> float:
+    """Polls an async condition; returns how long it took to hold."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while not await condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.25)
+            return loop.time() - started
+    raise AssertionError(f"not within {within} s: {what}")
+
+
+class Worker:
+    def __init__(self, name: str, config: Path, logs: Path) -> None:
+        self.name = name
+        self._log = (logs / f"{name}.log").open("w")
+        self.popen = subprocess.Popen(
+            [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"],
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, "AWS_ACCESS_KEY_ID": name, "WORKER": name},
+        )
+
+    def stop(self, signum: int) -> int:
+        self.popen.send_signal(signum)
+        code = self.popen.wait(timeout=60)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.popen.poll() is None:
+            worker.popen.kill()
+            worker.popen.wait()
+
+
+class ReaderLog:
+    """Which worker (access key) read which shard when, from the GetRecords requests."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[float, str, str]] = []
+
+    def __call__(self, request: Request) -> None:
+        if request.action != "GetRecords" or request.access_key is None:
+            return
+        iterator = streams_sim._ITERATORS.get(request.body.get("ShardIterator", ""))
+        if iterator is not None:
+            self.reads.append((request.time, iterator.shard_id, request.access_key))
+
+    def most_concurrent_readers(self, gap: float = 3.0) -> int:
+        """The most workers reading one shard at the same moment; a worker's reading of a shard
+        is one interval until it pauses longer than `gap` (idle polls are at most 1 s apart)."""
+        intervals: dict[str, list[tuple[float, float]]] = {}
+        spans: dict[tuple[str, str], list[float]] = {}
+        for at, shard, key in sorted(self.reads):
+            span = spans.get((shard, key))
+            if span is not None and at - span[1] <= gap:
+                span[1] = at
+                continue
+            if span is not None:
+                intervals.setdefault(shard, []).append((span[0], span[1]))
+            spans[(shard, key)] = [at, at]
+        for (shard, _), span in spans.items():
+            intervals.setdefault(shard, []).append((span[0], span[1]))
+        most = 0
+        for spans_of_shard in intervals.values():
+            edges = sorted(
+                itertools.chain.from_iterable(((s, 1), (e, -1)) for s, e in spans_of_shard),
+                key=lambda edge: (edge[0], -edge[1]),
+            )
+            level = 0
+            for _, step in edges:
+                level += step
+                most = max(most, level)
+        return most
+
+
+@contextlib.asynccontextmanager
+async def writing(workload: Workload) -> AsyncIterator[None]:
+    async def write_forever() -> None:
+        while True:
+            await workload.one()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(write_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.slow
+async def test_workers_balance_fail_over_and_hand_off(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    es: AsyncElasticsearch,
+    index_name: str,
+    tmp_path: Path,
+    workers: list[Worker],
+) -> None:
+    shape, workload = await sharded_table(clients, shards=12, keys=120)
+    lease_table = aws.unique_name("leases")
+    config = tmp_path / "tables.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+                "elasticsearch": {"hosts": [es_url()]},
+                "leases": {
+                    "table": lease_table,
+                    "failover_seconds": FAILOVER,
+                    "worker_id": "${WORKER}",
+                },
+                "tables": [
+                    {
+                        "table": shape.name,
+                        "index": index_name,
+                        "index_mappings": {"dynamic": False},
+                    }
+                ],
+            }
+        )
+    )
+    readers = ReaderLog()
+    streams_server.faults.observers.append(readers)
+    figures: dict[str, float] = {}
+
+    async def balanced_among(names: set[str]) -> bool:
+        rows = await lease_rows(clients, lease_table)
+        counts = load(rows)
+        return (
+            len(active(rows)) == 12
+            and set(counts) == names
+            and max(counts.values()) - min(counts.values()) <= 1
+        )
+
+    async def all_taken_from(name: str) -> bool:
+        rows = await lease_rows(clients, lease_table)
+        return all(row["owner"] not in (name, None) for row in active(rows))
+
+    loop = asyncio.get_running_loop()
+    async with writing(workload):
+        for name in ("w1", "w2", "w3"):
+            workers.append(Worker(name, config, tmp_path))
+        figures["balanced, 3 workers (s)"] = await wait_for(
+            lambda: balanced_among({"w1", "w2", "w3"}), 60, "3 workers balanced within 1"
+        )
+
+        # A fourth worker takes its share by stealing, one lease per taker cycle, while no
+        # shard pauses longer than one lease hand-off.
+        gaps = CheckpointGaps(clients, lease_table)
+        async with gaps.watching():
+            workers.append(Worker("w4", config, tmp_path))
+            figures["balanced after a 4th joined (s)"] = await wait_for(
+                lambda: balanced_among({"w1", "w2", "w3", "w4"}), 90, "4 workers balanced"
+            )
+            await asyncio.sleep(FAILOVER)  # let the last hand-off settle before measuring
+        figures["longest checkpoint pause while the 4th joined (s)"] = gaps.longest()
+        assert gaps.longest() <= FAILOVER, "no shard paused longer than one lease hand-off"
+
+        # kill -9: the others take its leases once they stood still for a failover time.
+        assert workers[0].stop(signal.SIGKILL) == -signal.SIGKILL
+        figures["failover after kill -9 (s)"] = await wait_for(
+            lambda: all_taken_from("w1"), 60, "the killed worker's leases taken"
+        )
+        assert figures["failover after kill -9 (s)"] <= FAILOVER + TAKER_CYCLE + 2
+
+        # SIGTERM: leases are released after the final checkpoint and taken within a cycle,
+        # without waiting for a failover time.
+        asked = loop.time()
+        assert workers[1].stop(signal.SIGTERM) == 0
+        await wait_for(lambda: all_taken_from("w2"), 60, "the released leases taken")
+        figures["hand-off after SIGTERM (s)"] = loop.time() - asked
+        assert figures["hand-off after SIGTERM (s)"] < FAILOVER
+
+    await wait_until_equal(
+        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+    )
+    figures["most workers reading one shard at once"] = readers.most_concurrent_readers()
+    print("\nlease figures:", figures)
+    assert figures["most workers reading one shard at once"] <= 2
+
+
+class CheckpointGaps:
+    """The longest time any shard's checkpoint stood still while records kept coming."""
+
+    def __init__(self, clients: aws.Clients, lease_table: str) -> None:
+        self._clients = clients
+        self._table = lease_table
+        self._last: dict[str, tuple[str, float]] = {}
+        self._longest = 0.0
+
+    def longest(self) -> float:
+        return self._longest
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                now = loop.time()
+                for row in active(await lease_rows(self._clients, self._table)):
+                    checkpoint, since = self._last.get(row["shard"], (row["checkpoint"], now))
+                    if checkpoint != row["checkpoint"]:
+                        since = now
+                    self._last[row["shard"]] = (row["checkpoint"], since)
+                    self._longest = max(self._longest, now - since)
+                await asyncio.sleep(0.25)
+
+        task = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _writer(request: Request) -> str | None:
+    """The worker a lease write claims to come from (its fencing condition names it)."""
+    values = request.body.get("ExpressionAttributeValues", {})
+    owner = values.get(":seen_owner") or values.get(":owner")
+    return owner["S"] if owner else None
+
+
+async def test_a_stalled_worker_never_checkpoints_a_lease_it_lost(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    es: AsyncElasticsearch,
+    index_name: str,
+) -> None:
+    """Worker A's lease writes are held up (a delay injected in front of moto) past its failover
+    time; B takes A's leases; A's late renewals and checkpoints must all be refused, which the
+    lease table's write history (taken under the server's lock) shows."""
+    shape, workload = await sharded_table(clients, shards=4, keys=40)
+    lease_table = aws.unique_name("leases")
+    history = streams_server.faults.record_writes(lease_table)
+
+    def config(worker: str) -> Any:
+        return make_config(
+            moto_endpoint,
+            es_url(),
+            lease_table,
+            [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+            leases={"worker_id": worker, "failover_seconds": 3},
+            checkpoint_interval_seconds=0.5,
+        )
+
+    async with contextlib.AsyncExitStack() as engines:
+        await engines.enter_async_context(running(config("worker-a")))
+        async with writing(workload):
+            await wait_for(
+                lambda: _owned_by(clients, lease_table, "worker-a", 4), 30, "A holds all 4"
+            )
+            stall = streams_server.faults.inject(
+                "UpdateItem",
+                table=lease_table,
+                delay=8.0,
+                times=1000,
+                match=lambda request: _writer(request) == "worker-a",
+            )
+            await engines.enter_async_context(running(config("worker-b")))
+            await wait_for(
+                lambda: _owned_by(clients, lease_table, "worker-b", 4), 30, "B took all 4"
+            )
+            await asyncio.sleep(10)  # A's stalled writes land meanwhile, and are refused
+            stall.remaining = 0
+        await wait_until_equal(
+            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        )
+
+    checkpoints = [w for w in history if w.request.action == "UpdateItem" and w.status == 200]
+    refused_from_a = [w for w in history if w.status == 400 and _writer(w.request) == "worker-a"]
+    assert refused_from_a, "A's stalled writes reached the table and were refused"
+    for write in checkpoints:
+        before = write.before or {}
+        after = write.after or {}
+        if before.get("checkpoint") != after.get("checkpoint"):
+            # Every checkpoint was written by the lease's owner at that moment.
+            assert before.get("leaseOwner", {}).get("S") == _writer(write.request), write
+    taken_by_b = {
+        (w.after or {})["shardId"]["S"]: i
+        for i, w in enumerate(history)
+        if w.status == 200
+        and (w.after or {}).get("leaseOwner", {}).get("S") == "worker-b"
+        and (w.before or {}).get("leaseOwner", {}).get("S") == "worker-a"
+    }
+    assert len(taken_by_b) == 4
+    for shard, taken_at in taken_by_b.items():
+        late = [
+            w
+            for w in history[taken_at:]
+            if w.status == 200
+            and _writer(w.request) == "worker-a"
+            and (w.after or {}).get("shardId", {}).get("S") == shard
+        ]
+        assert late == [], f"A wrote lease {shard} after B took it"
+
+
+async def _owned_by(clients: aws.Clients, lease_table: str, worker: str, count: int) -> bool:
+    rows = active(await lease_rows(clients, lease_table))
+    return len(rows) == count and all(row["owner"] == worker for row in rows)
+
+
+async def test_finished_leases_are_deleted_only_once_safe(
+    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+) -> None:
+    """A finished parent's lease stays while the parent is still listed in the stream (else
+    discovery would lease and read it again), and goes once it left the stream, its children
+    started and the retention time passed."""
+    shape = TableShape(aws.unique_name("cleanup"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=20, seed=5)
+    await workload.populate()
+    sim = streams_sim.stream_of(shape.name)
+    root = sim.open_shards()[0].shard_id
+    lease_table = aws.unique_name("leases")
+    config = make_config(
+        moto_endpoint,
+        es_url(),
+        lease_table,
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+        leases={
+            "discovery_interval_seconds": 0.5,
+            "cleanup_after_seconds": 0,
+            "worker_id": "cleaner",
+        },
+    )
+
+    async def root_lease() -> dict[str, Any] | None:
+        rows = await lease_rows(clients, lease_table)
+        return next((row for row in rows if row["shard"] == root), None)
+
+    async def finished() -> bool:
+        lease = await root_lease()
+        return lease is not None and lease["checkpoint"] == "SHARD_END"
+
+    async def gone() -> bool:
+        return await root_lease() is None
+
+    async with running(config):
+        await wait_for(
+            lambda: _owned_by(clients, lease_table, "cleaner", 1),
+            30,
+            "root read",
+        )
+        sim.split(root, 2)
+        await workload.run(40)
+        await wait_for(finished, 30, "root finished")
+        await asyncio.sleep(3)  # several discoveries while the root is still listed
+        assert await root_lease() is not None, "kept while the shard is still in the stream"
+        sim.drop(root)
+        await wait_for(gone, 30, "root lease deleted after it left the stream")
+        await wait_until_equal(
+            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        )

@@ -1,0 +1,407 @@
+"""The taker's pure logic: expiry as seen by one worker's clock, and lease-count balancing."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamsync.leases.model import SHARD_END, TRIM_HORIZON, Lease
+from streamsync.leases.planner import ExpiryClock, Plan, plan
+
+ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
+FAILOVER = 10.0
+
+
+def _lease(
+    shard: str,
+    owner: str | None = None,
+    counter: int = 1,
+    checkpoint: str = TRIM_HORIZON,
+    parents: tuple[str, ...] = (),
+) -> Lease:
+    return Lease(ARN, shard, "t", parents, owner=owner, counter=counter, checkpoint=checkpoint)
+
+
+def _owned(prefix: str, owner: str | None, n: int) -> list[Lease]:
+    return [_lease(f"{prefix}{i}", owner) for i in range(n)]
+
+
+def _always(_: Lease) -> bool:
+    return True
+
+
+def _ready_unless(not_ready: Iterable[Lease]) -> Callable[[Lease], bool]:
+    keys = {lease.key for lease in not_ready}
+    return lambda lease: lease.key not in keys
+
+
+def _shards(leases: Iterable[Lease]) -> list[str]:
+    return [lease.shard_id for lease in leases]
+
+
+# ExpiryClock
+
+
+def test_owned_lease_expires_only_after_more_than_the_failover_time() -> None:
+    clock = ExpiryClock(FAILOVER)
+    lease = _lease("a", "w1", counter=3)
+    assert clock.expired([lease], now=100.0) == {}
+    assert clock.expired([lease], now=105.0) == {}
+    assert clock.expired([lease], now=110.0) == {}  # exactly the failover time: not yet
+    assert clock.expired([lease], now=110.5) == {lease.key: 100.0}
+    assert clock.expired([lease], now=200.0) == {lease.key: 100.0}  # stays expired, same since
+
+
+def test_first_sight_starts_the_wait_even_for_a_long_dead_lease() -> None:
+    # The worker cannot know how long the counter was still before it looked: it waits a
+    # failover time of its own (renewed_at written by other machines is not trusted).
+    clock = ExpiryClock(FAILOVER)
+    lease = Lease(ARN, "a", "t", owner="w1", counter=3, renewed_at=0.0)
+    assert clock.expired([lease], now=10_000.0) == {}
+    assert clock.expired([lease], now=10_010.0) == {}
+    assert clock.expired([lease], now=10_011.0) == {lease.key: 10_000.0}
+
+
+def test_a_counter_change_resets_the_wait() -> None:
+    clock = ExpiryClock(FAILOVER)
+    assert clock.expired([_lease("a", "w1", counter=1)], now=0.0) == {}
+    assert clock.expired([_lease("a", "w1", counter=2)], now=8.0) == {}
+    assert clock.expired([_lease("a", "w1", counter=2)], now=15.0) == {}  # still since 8
+    assert clock.expired([_lease("a", "w1", counter=2)], now=18.5) == {_lease("a").key: 8.0}
+
+
+def test_an_expired_lease_that_moves_again_is_no_longer_expired() -> None:
+    clock = ExpiryClock(FAILOVER)
+    clock.expired([_lease("a", "w1", counter=1)], now=0.0)
+    assert clock.expired([_lease("a", "w1", counter=1)], now=11.0) != {}
+    # A slow renewal (or a take by another worker) bumps the counter: alive again.
+    assert clock.expired([_lease("a", "w2", counter=2)], now=12.0) == {}
+    assert clock.expired([_lease("a", "w2", counter=2)], now=22.0) == {}
+    assert clock.expired([_lease("a", "w2", counter=2)], now=22.5) == {_lease("a").key: 12.0}
+
+
+def test_renewed_lease_never_expires() -> None:
+    clock = ExpiryClock(FAILOVER)
+    for step in range(50):
+        lease = _lease("a", "w1", counter=step)
+        assert clock.expired([lease], now=step * 9.0) == {}
+
+
+def test_unowned_leases_are_never_expired() -> None:
+    clock = ExpiryClock(FAILOVER)
+    free = _lease("a", None, counter=4)
+    finished_free = _lease("b", None, counter=4, checkpoint=SHARD_END)
+    for now in (0.0, 5.0, 50.0, 5_000.0):
+        assert clock.expired([free, finished_free], now=now) == {}
+
+
+def test_a_released_lease_is_not_expired_but_a_retaken_one_can_be() -> None:
+    clock = ExpiryClock(FAILOVER)
+    clock.expired([_lease("a", "w1", counter=1)], now=0.0)
+    assert clock.expired([_lease("a", None, counter=2)], now=20.0) == {}
+    assert clock.expired([_lease("a", None, counter=2)], now=40.0) == {}
+    # Owned again with the counter unchanged since 40: the wait counts from 40, not from 20.
+    assert clock.expired([_lease("a", "w2", counter=3)], now=45.0) == {}
+    assert clock.expired([_lease("a", "w2", counter=3)], now=55.5) == {_lease("a").key: 45.0}
+
+
+def test_leases_that_disappear_are_forgotten() -> None:
+    clock = ExpiryClock(FAILOVER)
+    lease = _lease("a", "w1", counter=7)
+    other = _lease("b", "w1", counter=1)
+    clock.expired([lease, other], now=0.0)
+    clock.expired([other], now=5.0)  # "a" is gone (deleted, or filtered out of the scan)
+    # Back with the same counter long after: first sight again, not expired since 0.
+    result = clock.expired([lease, other], now=100.0)
+    assert lease.key not in result
+    assert result == {other.key: 0.0}
+    assert clock.expired([lease], now=110.5) == {lease.key: 100.0}
+
+
+def test_leases_are_judged_independently() -> None:
+    clock = ExpiryClock(FAILOVER)
+    clock.expired([_lease("a", "w1", 1), _lease("b", "w2", 1)], now=0.0)
+    result = clock.expired([_lease("a", "w1", 1), _lease("b", "w2", 2)], now=11.0)
+    assert result == {_lease("a").key: 0.0}
+
+
+# plan: taking free and expired leases
+
+
+def test_single_worker_takes_every_ready_free_lease() -> None:
+    leases = _owned("s", None, 7)
+    decided = plan(leases, "me", {}, _always)
+    assert _shards(decided.take) == _shards(leases)
+    assert decided.steal is None
+    # The leases are returned as seen, so the conditional take checks the right counter.
+    assert all(a is b for a, b in zip(decided.take, leases, strict=True))
+
+
+def test_nothing_to_do_without_leases() -> None:
+    assert plan([], "me", {}, _always) == Plan()
+
+
+@pytest.mark.parametrize(
+    ("others", "mine", "free", "expected_take"),
+    [
+        ({}, 0, 10, 10),  # alone: target = n
+        ({"w1": 3, "w2": 3}, 0, 4, 4),  # target ceil(10/3) = 4
+        ({"w1": 3, "w2": 3}, 0, 5, 4),  # target ceil(11/3) = 4: one left for the others
+        ({"w1": 2}, 2, 7, 4),  # target ceil(11/2) = 6, minus 2 held
+        ({"w1": 2}, 3, 15, 7),  # target ceil(20/2) = 10, minus 3 held
+        ({"w1": 5}, 5, 1, 1),  # target ceil(11/2) = 6: exactly one more
+        ({"w1": 4}, 5, 1, 0),  # target 5 reached: the free one is left for w1
+        ({f"w{i}": 1 for i in range(9)}, 0, 1, 1),  # ceil(10/10) = 1
+    ],
+)
+def test_takes_up_to_target_minus_mine(
+    others: dict[str, int], mine: int, free: int, expected_take: int
+) -> None:
+    leases = [*_owned("m", "me", mine), *_owned("f", None, free)]
+    for worker, n in others.items():
+        leases += _owned(f"{worker}-", worker, n)
+    target = math.ceil(len(leases) / (len(others) + 1))
+    assert expected_take == max(0, min(free, target - mine))  # the table above is the rule
+    decided = plan(leases, "me", {}, _always)
+    assert len(decided.take) == expected_take
+    assert all(lease.owner is None for lease in decided.take)
+    assert decided.steal is None
+
+
+def test_workers_whose_leases_all_expired_do_not_count() -> None:
+    dead = _owned("d", "dead", 6)
+    alive = _owned("a", "w2", 4)
+    expired = {lease.key: 50.0 for lease in dead}
+    decided = plan([*dead, *alive], "me", expired, _always)
+    # Live workers: w2 and me; target ceil(10/2) = 5, all of them from the dead worker.
+    assert len(decided.take) == 5
+    assert {lease.owner for lease in decided.take} == {"dead"}
+
+
+def test_expired_before_free_longest_expired_first() -> None:
+    free = _owned("f", None, 3)
+    e_recent, e_old, e_middle = _lease("e1", "x"), _lease("e2", "y"), _lease("e3", "x")
+    expired = {e_recent.key: 30.0, e_old.key: 10.0, e_middle.key: 20.0}
+    leases = [free[0], e_recent, free[1], e_old, free[2], e_middle]
+    decided = plan(leases, "me", expired, _always)
+    assert _shards(decided.take) == ["e2", "e3", "e1", "f0", "f1", "f2"]  # alone: takes all 6
+    # Holding 3 with a live worker holding 3: target ceil(12/2) = 6, room for 3: the expired.
+    decided = plan([*leases, *_owned("me", "me", 3), *_owned("w", "w", 3)], "me", expired, _always)
+    assert _shards(decided.take) == ["e2", "e3", "e1"]
+    # Holding 5, target ceil(14/2) = 7: room for the two longest-expired.
+    decided = plan([*leases, *_owned("me", "me", 5), *_owned("w", "w", 3)], "me", expired, _always)
+    assert _shards(decided.take) == ["e2", "e3"]
+
+
+def test_own_lease_marked_expired_is_retaken_first() -> None:
+    # The coordinator marks its own leases without a reader as expired since 0.0.
+    mine = _lease("mine", "me")
+    other = _lease("old", "dead")
+    free = _lease("free", None)
+    expired = {mine.key: 0.0, other.key: 5.0}
+    decided = plan([free, other, mine], "me", expired, _always)
+    assert _shards(decided.take) == ["mine", "old", "free"]
+
+
+def test_finished_leases_are_ignored() -> None:
+    finished = [
+        _lease(f"done{i}", owner, checkpoint=SHARD_END)
+        for i, owner in enumerate(["w2"] * 4 + [None] * 2 + ["me"] * 2)
+    ]
+    open_w2 = _owned("w", "w2", 2)
+    free = _owned("f", None, 4)
+    decided = plan([*finished, *open_w2, *free], "me", {}, _always)
+    # Counted: 6 unfinished leases, 2 workers: target 3. (Counting the 8 finished: 7.)
+    assert len(decided.take) == 3
+    assert all(not lease.finished for lease in decided.take)
+
+
+def test_a_worker_holding_only_finished_leases_is_not_a_live_worker() -> None:
+    finished = [_lease(f"done{i}", "w2", checkpoint=SHARD_END) for i in range(5)]
+    free = _owned("f", None, 4)
+    decided = plan([*finished, *free], "me", {}, _always)
+    assert _shards(decided.take) == _shards(free)  # alone: target 4
+
+
+def test_leases_that_are_not_ready_are_neither_taken_nor_counted() -> None:
+    blocked = [_lease(f"c{i}", None, parents=(f"p{i}",)) for i in range(4)]
+    free = _owned("f", None, 4)
+    w2 = _owned("w", "w2", 2)
+    decided = plan([*blocked, *free, *w2], "me", {}, _ready_unless(blocked))
+    # Counted: 4 free + 2 held = 6, 2 workers: target 3. (Counting the blocked ones: 5.)
+    assert _shards(decided.take) == ["f0", "f1", "f2"]
+
+
+def test_only_not_ready_leases_free_means_nothing_to_take() -> None:
+    blocked = [_lease(f"c{i}", None, parents=("p",)) for i in range(5)]
+    assert plan(blocked, "me", {}, _ready_unless(blocked)) == Plan()
+
+
+def test_expired_lease_that_is_not_ready_is_not_taken() -> None:
+    blocked = _lease("c", "dead", parents=("p",))
+    ok = _lease("ok", "dead")
+    expired = {blocked.key: 1.0, ok.key: 2.0}
+    decided = plan([blocked, ok], "me", expired, _ready_unless([blocked]))
+    assert _shards(decided.take) == ["ok"]
+    assert decided.steal is None
+
+
+# plan: stealing
+
+
+def test_no_steal_while_something_is_available() -> None:
+    leases = [*_owned("w", "w2", 10), _lease("free", None)]
+    decided = plan(leases, "me", {}, _always)
+    assert _shards(decided.take) == ["free"]
+    assert decided.steal is None
+
+
+def test_steal_is_one_lease_from_the_overloaded_worker() -> None:
+    leases = _owned("w", "w2", 10)
+    decided = plan(leases, "me", {}, _always, random.Random(1))
+    assert decided.take == []
+    assert decided.steal is not None
+    assert decided.steal.owner == "w2"
+    assert decided.steal in leases
+
+
+def test_steal_comes_from_the_most_loaded_worker() -> None:
+    leases = [*_owned("a", "w2", 6), *_owned("b", "w3", 3), *_owned("c", "w4", 5)]
+    owners = set()
+    for seed in range(30):
+        decided = plan(leases, "me", {}, _always, random.Random(seed))
+        assert decided.steal is not None
+        owners.add(decided.steal.owner)
+    assert owners == {"w2"}
+
+
+def test_steal_picks_among_the_victims_leases_at_random() -> None:
+    leases = _owned("w", "w2", 10)
+    stolen = {plan(leases, "me", {}, _always, random.Random(s)).steal for s in range(40)}
+    assert len(stolen) > 1  # not always the same lease: concurrent stealers rarely collide
+
+
+def test_never_steals_an_expired_or_not_ready_lease() -> None:
+    held = _owned("w", "w2", 6)
+    expired = {held[0].key: 1.0}
+    # held[0] is expired (and not ready, so it is not available either); the rest not ready
+    # except held[5].
+    ready = _ready_unless(held[:5])
+    for seed in range(20):
+        decided = plan(held, "me", expired, ready, random.Random(seed))
+        assert decided.take == []
+        assert decided.steal is not None
+        assert decided.steal.shard_id == "w5"
+
+
+def test_no_steal_when_the_busiest_has_no_ready_lease() -> None:
+    held = _owned("w", "w2", 6)
+    assert plan(held, "me", {}, _ready_unless(held)) == Plan()
+
+
+@pytest.mark.parametrize(
+    ("others", "mine", "steals"),
+    [
+        ([5], 1, True),  # target 3; busiest 5 > 3
+        ([2], 0, True),  # target 1; busiest 2 > 1
+        ([4, 4], 0, True),  # target 3; busiest 4 > 3
+        ([3, 3], 1, True),  # target 3; busiest == target and mine 1 < target - 1
+        ([3, 3], 0, True),  # target 2; busiest 3 > 2
+        ([4, 4], 2, True),  # target ceil(10/3) = 4; busiest == target, mine 2 < 3
+        ([3, 3], 2, False),  # target 3; busiest == target, mine == target - 1: balanced
+        ([3, 2], 2, False),  # target 3; balanced
+        ([4, 4], 3, False),  # target 4; busiest == target, mine == target - 1
+        ([1], 0, False),  # one lease, two workers: moving it would not help
+        ([2, 2, 2], 1, False),  # target 2; busiest == target, mine == target - 1
+        ([3, 3, 3], 1, True),  # target ceil(10/4) = 3; mine 1 < 2
+        ([3], 3, False),  # at target: nothing to do
+    ],
+)
+def test_steal_conditions(others: list[int], mine: int, steals: bool) -> None:
+    leases = _owned("m", "me", mine)
+    for i, n in enumerate(others):
+        leases += _owned(f"w{i}-", f"w{i}", n)
+    decided = plan(leases, "me", {}, _always, random.Random(0))
+    assert decided.take == []
+    assert (decided.steal is not None) is steals
+    if decided.steal is not None:
+        assert decided.steal.owner == f"w{others.index(max(others))}"
+
+
+def test_no_steal_when_every_other_worker_is_below_target() -> None:
+    # A dead worker's leases are expired but cannot be taken yet (not ready): they still count,
+    # so target is ceil(7/3) = 3 and nobody live is above it.
+    dead = [_lease(f"d{i}", "dead", parents=("p",)) for i in range(3)]
+    leases = [*dead, *_owned("a", "w2", 2), *_owned("b", "w3", 2)]
+    expired = {lease.key: 1.0 for lease in dead}
+    assert plan(leases, "me", expired, _ready_unless(dead)) == Plan()
+
+
+def _balanced_loads(n: int, workers: int, rng: random.Random) -> list[int]:
+    loads = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+    rng.shuffle(loads)
+    return loads
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=300),
+    st.integers(min_value=1, max_value=12),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_balanced_state_is_stable_nobody_steals(n: int, workers: int, seed: int) -> None:
+    rng = random.Random(seed)
+    loads = _balanced_loads(n, workers, rng)
+    leases = [lease for w, load in enumerate(loads) for lease in _owned(f"w{w}-", f"w{w}", load)]
+    for w in range(workers):
+        assert plan(leases, f"w{w}", {}, _always, rng) == Plan()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_repeated_planning_converges_to_balance_and_then_stops(
+    loads: list[int], free: int, seed: int
+) -> None:
+    """Every worker plans in turn and applies its plan; the loads end within one of each other.
+
+    Workers that hold nothing are invisible to the others (they are not in anyone's count), so
+    the model lets every worker plan every round, as the real ones do.
+    """
+    rng = random.Random(seed)
+    owner: dict[str, str | None] = {f"s{i}": None for i in range(free)}
+    for w, load in enumerate(loads):
+        owner.update({f"w{w}-{i}": f"w{w}" for i in range(load)})
+    workers = [f"w{w}" for w in range(len(loads))]
+    n = len(owner)
+    moves = 0
+    rounds_without_change = 0
+    for _ in range(4 * n + 10):
+        changed = False
+        order = workers[:]
+        rng.shuffle(order)
+        for me in order:
+            leases = [_lease(s, o) for s, o in owner.items()]
+            decided = plan(leases, me, {}, _always, rng)
+            for lease in [*decided.take, *([decided.steal] if decided.steal else [])]:
+                owner[lease.shard_id] = me
+                changed = True
+                moves += 1
+        rounds_without_change = 0 if changed else rounds_without_change + 1
+        if rounds_without_change >= 2:
+            break
+    assert rounds_without_change >= 2, "the planner kept moving leases"
+    counts = Counter(o for o in owner.values())
+    assert counts[None] == 0, "free leases left behind"
+    held = [counts[w] for w in workers]
+    assert max(held) - min(held) <= 1, f"not balanced: {held}"
+    assert sum(held) == n
