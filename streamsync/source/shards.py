@@ -29,7 +29,7 @@ def leases_for_new_shards(
     """
     first_sight = not existing
     created: list[Lease] = []
-    for shard in shards:
+    for shard in _parents_first(shards):
         if shard.shard_id in existing:
             continue
         checkpoint = TRIM_HORIZON
@@ -38,6 +38,30 @@ def leases_for_new_shards(
         parents = (shard.parent_id,) if shard.parent_id else ()
         created.append(Lease(stream_arn, shard.shard_id, table, parents, checkpoint=checkpoint))
     return created
+
+
+def _parents_first(shards: Iterable[Shard]) -> list[Shard]:
+    """The shards ordered so that each comes after its parent, whatever order they were listed
+    in: a child's lease must never exist before its parent's, or a worker that has not seen the
+    parent yet could take the child as a root."""
+    by_id = {shard.shard_id: shard for shard in shards}
+    ordered: list[Shard] = []
+    placed: set[str] = set()
+
+    def place(shard: Shard) -> None:
+        chain = []
+        while shard.shard_id not in placed:
+            chain.append(shard)
+            placed.add(shard.shard_id)
+            parent = by_id.get(shard.parent_id or "")
+            if parent is None:
+                break
+            shard = parent
+        ordered.extend(reversed(chain))
+
+    for shard in by_id.values():
+        place(shard)
+    return ordered
 
 
 def ready_to_read(lease: Lease, by_shard: Mapping[str, Lease], listed: set[str]) -> bool:

@@ -15,19 +15,21 @@ Why this orders an item's images correctly:
 - Images read by a table scan (backfill) get the version of the second the scan started, which
   ranks them below every stream record written after that moment.
 
-Seconds since 1970 need 31 bits, so 22 counter bits (4 million records per second per shard
-before the clock runs ahead of real time, which is harmless) keep versions below 2**53: exact even
-for JSON readers that parse numbers as doubles.
+Seconds are counted from 2020-01-01 (32 bits last until 2156) and the counter has 21 bits (2
+million records per second per shard before the clock runs ahead of real time, which is
+harmless), so versions stay below 2**53 until 2156: exact even for JSON readers that parse
+numbers as doubles, and far below Elasticsearch's 2**63 limit.
 """
 
 from __future__ import annotations
 
-COUNTER_BITS = 22
+COUNTER_BITS = 21
+EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z, before any record streamsync will read
 
 
 def version_floor(epoch_seconds: float) -> int:
     """The lowest version a record created at this time can carry."""
-    return int(epoch_seconds) << COUNTER_BITS
+    return max(int(epoch_seconds) - EPOCH, 0) << COUNTER_BITS
 
 
 class VersionClock:

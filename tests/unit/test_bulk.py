@@ -131,6 +131,7 @@ async def test_a_document_is_never_in_two_requests_at_once(
     tracker = AckTracker()
     for version in range(1, 200):
         await indexer.put(action(f"doc-{version % 7}", version, tracker))
+        await asyncio.sleep(0.002)  # actions keep arriving while requests are in flight
     await indexer.drain()
     await indexer.close()
     await task

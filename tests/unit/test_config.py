@@ -81,6 +81,7 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
         "worker_id": None,
         "failover_seconds": 10,
         "discovery_interval_seconds": 30,
+        "cleanup_after_seconds": 86400,
     }
     assert config.tables[0].model_dump() == {
         "table": "orders",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from streamsync.leases.model import LATEST, SHARD_END, TRIM_HORIZON, Lease
 from streamsync.source.client import Shard
 from streamsync.source.shards import leases_for_new_shards, ready_to_read, starting_version
@@ -90,15 +88,6 @@ def test_nothing_new_creates_nothing() -> None:
     assert leases_for_new_shards(TABLE, ARN, [], {}, TRIM_HORIZON) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "leases_for_new_shards promises 'parents first' but keeps the listing's order: a child "
-        "listed before its parent gets its lease first, and a worker whose `listed` lacks the "
-        "parent would see the child as ready (parent lease missing, parent not listed) and read "
-        "it before the parent"
-    ),
-)
 def test_leases_come_parents_first_whatever_the_listing_order() -> None:
     shards = [_shard("grandchild", "child"), _shard("child", "root"), _shard("root")]
     created = [

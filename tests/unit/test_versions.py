@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from itertools import pairwise
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsync.transform.versions import COUNTER_BITS, VersionClock, version_floor
+from streamsync.transform.versions import COUNTER_BITS, EPOCH, VersionClock, version_floor
 
 YEAR_2100 = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 NOW_ISH = datetime(2025, 6, 1, tzinfo=UTC).timestamp()
@@ -22,11 +21,12 @@ def _versions(clock: VersionClock, times: list[float]) -> list[int]:
     return [clock.next(t) for t in times]
 
 
-def test_floor_is_the_whole_second_shifted() -> None:
-    assert version_floor(0) == 0
-    assert version_floor(1) == 1 << COUNTER_BITS
-    assert version_floor(1.999) == 1 << COUNTER_BITS
-    assert version_floor(NOW_ISH) == int(NOW_ISH) << COUNTER_BITS
+def test_floor_is_the_whole_second_since_the_epoch_shifted() -> None:
+    assert version_floor(EPOCH) == 0
+    assert version_floor(EPOCH - 100) == 0, "times before the epoch do not go negative"
+    assert version_floor(EPOCH + 1) == 1 << COUNTER_BITS
+    assert version_floor(EPOCH + 1.999) == 1 << COUNTER_BITS
+    assert version_floor(NOW_ISH) == (int(NOW_ISH) - EPOCH) << COUNTER_BITS
 
 
 def test_first_version_is_the_floor_of_its_second() -> None:
@@ -126,21 +126,13 @@ def test_versions_stay_below_2_63(times: list[float]) -> None:
 
 
 def test_versions_stay_below_2_53_today() -> None:
-    # 2037-12-31 is still within 31 bits of seconds: exact as a JSON double.
     late_2037 = datetime(2037, 12, 31, tzinfo=UTC).timestamp()
     clock = VersionClock()
     assert max(clock.next(late_2037) for _ in range(1000)) < 2**53
-    assert version_floor(2**31 - 1) + (1 << COUNTER_BITS) - 1 < 2**53
+    # The last second 32 bits of seconds hold (in 2156), with its counter used up.
+    assert version_floor(EPOCH + 2**32 - 1) + (1 << COUNTER_BITS) - 1 < 2**53
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "versions.py claims 31 bits of seconds + 22 counter bits keep versions below 2**53, "
-        "but seconds since 1970 need a 32nd bit from 2038-01-19T03:14:08Z: version_floor(2**31) "
-        "== 2**53, and a record from 2100 gets ~1.7e16 > 2**53 (lossy for double-based JSON)"
-    ),
-)
 def test_versions_stay_below_2_53_until_2100() -> None:
     clock = VersionClock()
     assert clock.next(YEAR_2100) < 2**53
