@@ -40,6 +40,13 @@ Snapshot = dict[str, dict[str, Lease]]  # stream ARN -> shard id -> lease
 
 
 @dataclass
+class _Reader:
+    held: HeldLease
+    task: asyncio.Task[None]
+    stop: asyncio.Event  # asks this reader to drain, checkpoint and release
+
+
+@dataclass
 class Source:
     """One configured table and what was learnt about its stream."""
 
@@ -90,15 +97,21 @@ class Coordinator:
         self._on_rejected_record = on_rejected_record
         self._wake = asyncio.Event()
         self._expiry = ExpiryClock(config.leases.failover_seconds)
-        self._pollers: dict[str, tuple[HeldLease, asyncio.Task[None]]] = {}
+        self._worker_expiry = ExpiryClock(config.leases.failover_seconds)
+        self._readers: dict[str, _Reader] = {}
+        self._live_workers: set[str] = set()
 
     @property
     def held(self) -> list[Lease]:
-        return [held.lease for held, _ in self._pollers.values()]
+        return [reader.held.lease for reader in self._readers.values()]
 
     async def run(self) -> None:
         """Runs until `stopping` is set, then lets every poller drain, checkpoint and release."""
         failover = self._config.leases.failover_seconds
+        # Announce this worker before the first take, so workers starting together share at once.
+        await retry_transient(
+            lambda: self._leases.heartbeat(self.worker_id), "heartbeat", is_transient
+        )
         renewer = asyncio.create_task(self._renew_periodically(failover / 3))
         try:
             loop = asyncio.get_running_loop()
@@ -114,17 +127,31 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(failover / 2):
                         await _first(self._wake.wait(), self._stopping.wait())
-            await self._stop_pollers()
+            await self._stop_readers()
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        with contextlib.suppress(Exception):  # left behind, others delete it after a while
+            await self._leases.remove_heartbeat(self.worker_id)
 
     async def _scan(self) -> Snapshot:
+        scan = await retry_transient(self._leases.scan, "lease scan", is_transient)
         snapshot: Snapshot = {}
-        for lease in await retry_transient(self._leases.list, "lease scan", is_transient):
+        for lease in scan.leases:
             if lease.stream_arn in self._sources:  # tables this worker is configured for
                 snapshot.setdefault(lease.stream_arn, {})[lease.shard_id] = lease
+        now = asyncio.get_running_loop().time()
+        stale = self._worker_expiry.expired(scan.workers, now)
+        self._live_workers = {b.worker_id for b in scan.workers if b.key not in stale}
+        for beat in scan.workers:
+            # A worker gone for a while (killed: it could not delete its own heartbeat).
+            if (
+                beat.key in stale
+                and now - stale[beat.key] > 3 * self._config.leases.failover_seconds
+            ):
+                with contextlib.suppress(Exception):
+                    await self._leases.delete_worker(beat)
         return snapshot
 
     async def _discover(self, source: Source, known: dict[str, Lease]) -> None:
@@ -195,14 +222,16 @@ class Coordinator:
         leases = [lease for by_shard in snapshot.values() for lease in by_shard.values()]
         expired = self._expiry.expired(leases, asyncio.get_running_loop().time())
         for lease in leases:
-            if lease.owner == self.worker_id and lease.key not in self._pollers:
+            if lease.owner == self.worker_id and lease.key not in self._readers:
                 expired[lease.key] = 0.0  # ours but not being read (a reader failed): retake
 
         def ready(lease: Lease) -> bool:
             source = self._sources[lease.stream_arn]
             return ready_to_read(lease, snapshot[lease.stream_arn], source.listed)
 
-        decided = plan(leases, self.worker_id, expired, ready)
+        decided = plan(leases, self.worker_id, expired, ready, workers=self._live_workers)
+        if decided.release:
+            self._give_up(decided.release)
         chosen = [*decided.take, *([decided.steal] if decided.steal else [])]
         for lease in chosen:
             if lease.owner not in (None, self.worker_id):
@@ -219,6 +248,13 @@ class Coordinator:
             for lease in chosen
         )
 
+    def _give_up(self, count: int) -> None:
+        """Asks `count` readers to hand their leases over gracefully (checkpoint, release)."""
+        running = [r for r in self._readers.values() if not r.stop.is_set()]
+        for reader in running[-count:]:  # the most recently started
+            log.info("giving a lease up to balance the load", extra=reader.held.fields)
+            reader.stop.set()
+
     async def _start(self, source: Source, seen: Lease, start_version: int) -> None:
         if self._stopping.is_set():
             return
@@ -230,6 +266,7 @@ class Coordinator:
             return  # another worker was faster
         self._metrics.leases_taken.inc()
         held = HeldLease(self._leases, taken, self._config.leases.failover_seconds)
+        stop = asyncio.Event()
         poller = ShardPoller(
             api=self._api,
             held=held,
@@ -238,14 +275,14 @@ class Coordinator:
             polling=self._config.polling,
             checkpoint_interval=self._config.checkpoint_interval_seconds,
             start_version=start_version,
-            stopping=self._stopping,
+            stopping=stop,
             metrics=self._metrics,
             on_shard_end=lambda lease: self._shard_ended(source, lease),
             on_rejected_record=self._on_rejected_record,
         )
         task = asyncio.create_task(poller.run(), name=f"poller {taken.table} {taken.shard_id}")
-        self._pollers[taken.key] = (held, task)
-        self._metrics.leases_held.set(len(self._pollers))
+        self._readers[taken.key] = _Reader(held, task, stop)
+        self._metrics.leases_held.set(len(self._readers))
         task.add_done_callback(lambda t: self._poller_done(taken.key, t))
         log.info(
             "reading shard",
@@ -253,12 +290,12 @@ class Coordinator:
         )
 
     def _poller_done(self, key: str, task: asyncio.Task[None]) -> None:
-        held, _ = self._pollers.pop(key, (None, None))
-        self._metrics.leases_held.set(len(self._pollers))
+        reader = self._readers.pop(key, None)
+        self._metrics.leases_held.set(len(self._readers))
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        fields = held.fields if held is not None else {}
+        fields = reader.held.fields if reader is not None else {}
         log.error(
             "shard reader failed; its lease will be taken again", exc_info=error, extra=fields
         )
@@ -283,14 +320,18 @@ class Coordinator:
     async def _renew_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            pollers = list(self._pollers.values())
-            renewed = await _bounded(held.renew for held, _ in pollers)
-            for (_, task), still_ours in zip(pollers, renewed, strict=True):
+            with contextlib.suppress(Exception):  # a missed heartbeat only delays balancing
+                await self._leases.heartbeat(self.worker_id)
+            readers = list(self._readers.values())
+            renewed = await _bounded(reader.held.renew for reader in readers)
+            for reader, still_ours in zip(readers, renewed, strict=True):
                 if not still_ours:
-                    task.cancel()
+                    reader.task.cancel()
 
-    async def _stop_pollers(self) -> None:
-        pollers = [task for _, task in self._pollers.values()]
+    async def _stop_readers(self) -> None:
+        for reader in self._readers.values():
+            reader.stop.set()
+        pollers = [reader.task for reader in self._readers.values()]
         if not pollers:
             return
         _, late = await asyncio.wait(pollers, timeout=self._config.shutdown_grace_seconds)

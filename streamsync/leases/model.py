@@ -39,3 +39,26 @@ class Lease:
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """A worker's heartbeat item in the lease table: it tells the others a worker is alive even
+    while it holds no lease, so they can make room for it at once instead of waiting for it to
+    steal one lease per cycle."""
+
+    worker_id: str
+    counter: int
+    renewed_at: float | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return worker_key(self.worker_id)
+
+    @property
+    def owner(self) -> str:
+        return self.worker_id
+
+
+def worker_key(worker_id: str) -> str:
+    return f"worker|{worker_id}"

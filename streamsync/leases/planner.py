@@ -1,12 +1,17 @@
-"""Which leases a worker takes in a taker cycle: the KCL's lease-count balancing, as pure logic.
+"""Which leases a worker takes or gives up in a taker cycle: lease-count balancing, pure logic.
 
 Expiry is judged by each worker's own clock, never by comparing timestamps written by other
-machines: a lease whose counter did not move for a failover time, as seen from here, belongs to a
-worker that stopped renewing it. Each worker aims for ceil(leases / live workers). It takes free
-and expired leases first (the longest-expired first); only when none is available does it steal,
-one lease per cycle, from the most-loaded worker, and only when that evens the load out, so
-leases do not ping-pong. Finished leases do not count, and leases whose parents are unfinished
-are neither taken nor counted, since nobody can read them yet.
+machines: a lease (or a worker's heartbeat) whose counter did not move for a failover time, as
+seen from here, belongs to a worker that stopped. Each worker aims for ceil(leases / live
+workers), where live workers are those with a fresh heartbeat or a fresh lease. It takes free and
+expired leases first (the longest-expired first, ties in random order so that workers scanning
+at once do not all reach for the same ones). A worker holding more than its share while another
+holds less gives the excess up gracefully (final checkpoint, then release), so a new worker gets
+its share within a cycle or two instead of one steal per cycle. Only when nothing is free does a
+worker steal, one lease per cycle, from the most-loaded worker, and only when that evens the load
+out, so leases do not ping-pong; stealing covers owners that do not give leases up. Finished
+leases do not count, and leases whose parents are unfinished are neither taken nor counted, since
+nobody can read them yet.
 """
 
 from __future__ import annotations
@@ -16,18 +21,33 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from streamsync.leases.model import Lease
 
 
+class Observed(Protocol):
+    """A lease or a worker heartbeat: something whose counter moves while its owner lives."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def counter(self) -> int: ...
+
+    @property
+    def owner(self) -> str | None: ...
+
+
 class ExpiryClock:
-    """Remembers when each lease's counter last changed, by this worker's clock."""
+    """Remembers when each lease's (or heartbeat's) counter last changed, by this worker's
+    clock."""
 
     def __init__(self, failover_seconds: float) -> None:
         self._failover = failover_seconds
         self._seen: dict[str, tuple[int, float]] = {}
 
-    def expired(self, leases: Iterable[Lease], now: float) -> dict[str, float]:
+    def expired(self, leases: Iterable[Observed], now: float) -> dict[str, float]:
         """The owned leases that have been still for a failover time: key -> since when."""
         still: dict[str, float] = {}
         seen: dict[str, tuple[int, float]] = {}
@@ -46,6 +66,7 @@ class ExpiryClock:
 class Plan:
     take: list[Lease] = field(default_factory=list)  # free or expired: take these
     steal: Lease | None = None  # held by a live, overloaded worker
+    release: int = 0  # how many of its leases this worker should give up for others
 
 
 def plan(
@@ -54,7 +75,10 @@ def plan(
     expired: dict[str, float],
     ready: Callable[[Lease], bool],
     rng: random.Random | None = None,
+    workers: Iterable[str] = (),
 ) -> Plan:
+    """`workers`: the ids of workers whose heartbeats are fresh (this one counts in any case)."""
+    rng = rng or random.Random()
     candidates = [
         lease
         for lease in leases
@@ -62,9 +86,11 @@ def plan(
     ]
     live = [lease for lease in candidates if lease.owner is not None and lease.key not in expired]
     load = Counter(lease.owner for lease in live)
-    workers = set(load) | {me}
-    target = math.ceil(len(candidates) / len(workers))
+    everyone = set(load) | set(workers) | {me}
+    target = math.ceil(len(candidates) / len(everyone))
     mine = load[me]
+    if mine > target and any(load[worker] < target for worker in everyone):
+        return Plan(release=mine - target)
     if mine >= target:
         return Plan()
     available = [
@@ -72,8 +98,10 @@ def plan(
         for lease in candidates
         if ready(lease) and (lease.owner is None or lease.key in expired)
     ]
-    # Expired first, the longest expired first; then free leases.
-    available.sort(key=lambda lease: (lease.owner is None, expired.get(lease.key, 0.0)))
+    # Expired first, the longest expired first; then free leases; ties in random order.
+    available.sort(
+        key=lambda lease: (lease.owner is None, expired.get(lease.key, 0.0), rng.random())
+    )
     if available:
         return Plan(take=available[: target - mine])
     busiest, busiest_load = max(
@@ -86,4 +114,4 @@ def plan(
     ):
         return Plan()
     victims = [lease for lease in live if lease.owner == busiest and ready(lease)]
-    return Plan(steal=(rng or random).choice(victims)) if victims else Plan()
+    return Plan(steal=rng.choice(victims)) if victims else Plan()

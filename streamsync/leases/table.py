@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from streamsync.errors import StreamsyncError
-from streamsync.leases.model import SHARD_END, Lease, lease_key
+from streamsync.leases.model import SHARD_END, Lease, WorkerBeat, lease_key, worker_key
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 KEY = "leaseKey"
+WORKER_KIND = "worker"
+
+
+@dataclass(frozen=True)
+class LeaseScan:
+    leases: list[Lease]
+    workers: list[WorkerBeat]
 
 
 class LeaseLost(Exception):
@@ -67,6 +74,15 @@ def _from_item(item: dict[str, Any]) -> Lease:
     )
 
 
+def _beat_from_item(item: dict[str, Any]) -> WorkerBeat:
+    renewed = item.get("renewedAt")
+    return WorkerBeat(
+        worker_id=item["workerId"]["S"],
+        counter=int(item["leaseCounter"]["N"]),
+        renewed_at=float(renewed["N"]) if renewed else None,
+    )
+
+
 def _conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -108,18 +124,54 @@ class LeaseTable:
             await asyncio.sleep(1)
         raise StreamsyncError(f"lease table {self.name}: not ACTIVE after 5 minutes")
 
-    async def list(self, stream_arn: str | None = None) -> list[Lease]:
-        leases: list[Lease] = []
+    async def scan(self) -> LeaseScan:
+        """Every lease and worker heartbeat: one strongly consistent scan."""
+        scan = LeaseScan([], [])
         kwargs: dict[str, Any] = {"TableName": self.name, "ConsistentRead": True}
-        if stream_arn is not None:
-            kwargs["FilterExpression"] = "streamArn = :s"
-            kwargs["ExpressionAttributeValues"] = {":s": {"S": stream_arn}}
         while True:
             page = await self._client.scan(**kwargs)
-            leases.extend(_from_item(item) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                if item.get("kind", {}).get("S") == WORKER_KIND:
+                    scan.workers.append(_beat_from_item(item))
+                else:
+                    scan.leases.append(_from_item(item))
             if "LastEvaluatedKey" not in page:
-                return leases
+                return scan
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def heartbeat(self, worker_id: str) -> None:
+        await self._client.update_item(
+            TableName=self.name,
+            Key={KEY: {"S": worker_key(worker_id)}},
+            UpdateExpression=(
+                "SET kind = :kind, workerId = :id, renewedAt = :now, "
+                "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
+            ),
+            ExpressionAttributeValues={
+                ":kind": {"S": WORKER_KIND},
+                ":id": {"S": worker_id},
+                ":now": {"N": f"{time.time():.3f}"},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+        )
+
+    async def remove_heartbeat(self, worker_id: str) -> None:
+        """This worker is leaving: the others stop counting it at once."""
+        await self._client.delete_item(TableName=self.name, Key={KEY: {"S": worker_key(worker_id)}})
+
+    async def delete_worker(self, seen: WorkerBeat) -> None:
+        """Deletes a heartbeat, unless it beat again since it was seen."""
+        try:
+            await self._client.delete_item(
+                TableName=self.name,
+                Key={KEY: {"S": seen.key}},
+                ConditionExpression="leaseCounter = :seen",
+                ExpressionAttributeValues={":seen": {"N": str(seen.counter)}},
+            )
+        except ClientError as error:
+            if not _conditional_failure(error):
+                raise
 
     async def create(self, lease: Lease) -> bool:
         """Creates the lease unless one exists for the shard; True when this call created it."""

@@ -132,3 +132,4 @@ async def test_embedded_engine_shares_the_loop_and_stops_when_asked(
     other.cancel()
     leases = await clients.dynamodb.scan(TableName=config.leases.table)
     assert all("leaseOwner" not in item for item in leases["Items"]), "leases released on stop"
+    assert all("workerId" not in item for item in leases["Items"]), "heartbeat removed on stop"
