@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,11 @@ from streamsync.coordinator import Coordinator, Source
 from streamsync.errors import StreamsyncError
 from streamsync.leases.table import LeaseTable
 from streamsync.observability.metrics import Metrics
+from streamsync.retry import on_retry
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.elasticsearch import check_reachable, create_client, ensure_index
+from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import AwsError, StreamsApi, TableStream
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
 
@@ -63,6 +67,8 @@ class StreamSync:
         self._api: StreamsApi | None = None
         self._es: AsyncElasticsearch | None = None
         self._leases: LeaseTable | None = None
+        self._dead_letters: DeadLetters | None = None
+        self._sink: BulkIndexer | None = None
         self.coordinator: Coordinator | None = None
 
     async def __aenter__(self) -> StreamSync:
@@ -89,6 +95,7 @@ class StreamSync:
         self._leases = LeaseTable(dynamodb, self.config.leases.table)
         self._es = create_client(self.config.elasticsearch)
         self._stack.push_async_callback(self._es.close)
+        self._dead_letters = DeadLetters(self._es, self.config.dead_letters, self.metrics)
         self._stopping = asyncio.Event()
         return self
 
@@ -99,6 +106,17 @@ class StreamSync:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
+
+    def readiness(self) -> list[str]:
+        """Why this instance is not ready (an empty list: ready): the cluster is failing bulk
+        requests, leases are not being renewed, or a table stopped streaming."""
+        if self._sink is None or self.coordinator is None:
+            return ["starting"]
+        reasons = self.coordinator.problems()
+        failing = self._sink.failing_since
+        if failing is not None and time.monotonic() - failing > 1:
+            reasons.append(f"Elasticsearch: bulk requests failing ({self._sink.last_error})")
+        return reasons
 
     def stop(self) -> None:
         """Asks `run()` to drain, checkpoint, release its leases and return (from the same loop;
@@ -179,12 +197,20 @@ class StreamSync:
         problems = await self.check()
         if problems:
             raise StreamsyncError("\n".join(problems))
+        on_retry.set(lambda what: self.metrics.retries.labels(what).inc())
         sources = [await self._source(api, table) for table in self.config.tables]
         await self._leases.ensure_exists()
+        assert self._dead_letters is not None
+        await self._dead_letters.ensure_index()
+        tombstones = Tombstones(es)
+        await tombstones.ensure_template()
+        await tombstones.prune()
         for table in self.config.tables:
             if await ensure_index(es, table):
                 log.info("created index", extra={"index": table.index, "table": table.table})
-        sink = BulkIndexer(es, self.config.bulk, self.metrics, self._reject_action)
+        sink = self._sink = BulkIndexer(
+            es, self.config.bulk, self.metrics, self._reject_action, tombstones
+        )
         self.coordinator = Coordinator(
             config=self.config,
             worker_id=self.worker_id,
@@ -198,6 +224,7 @@ class StreamSync:
         )
         log.info("started", extra={"worker": self.worker_id, "tables": len(sources)})
         sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
+        pruner = asyncio.create_task(_prune_hourly(tombstones), name="tombstone pruner")
         try:
             await _until_either(self.coordinator.run(), sink_task)
             await sink.close()
@@ -205,6 +232,7 @@ class StreamSync:
                 await sink_task
         finally:
             sink_task.cancel()
+            pruner.cancel()
         log.info("stopped", extra={"worker": self.worker_id, **self._summary()})
 
     async def _source(self, api: StreamsApi, table: TableConfig) -> Source:
@@ -224,33 +252,42 @@ class StreamSync:
         return Source(table, stream, transformer)
 
     async def _reject_record(
-        self, table: str, shard_id: str, record: dict[str, Any], error: TransformError
+        self,
+        table: str,
+        shard_id: str,
+        record: dict[str, Any],
+        version: int,
+        error: TransformError,
     ) -> None:
-        self.metrics.dead_letters.labels(table).inc()
-        log.error(
-            "record cannot be transformed: %s",
-            error,
-            extra={
-                "table": table,
-                "shard": shard_id,
-                "sequence_number": record.get("dynamodb", {}).get("SequenceNumber"),
-                "record": record,
-            },
+        assert self._dead_letters is not None
+        await self._dead_letters.put(
+            DeadLetter(
+                table=table,
+                shard=shard_id,
+                sequence_number=str(record.get("dynamodb", {}).get("SequenceNumber")),
+                version=version,
+                reason="transform_error",
+                error={"type": "transform_error", "reason": str(error)},
+                record=record,
+            )
         )
 
     async def _reject_action(self, action: Action, error: dict[str, Any]) -> None:
-        self.metrics.dead_letters.labels(action.origin.table).inc()
-        log.error(
-            "Elasticsearch rejected a document: %s",
-            error.get("reason", error.get("type")),
-            extra={
-                "table": action.origin.table,
-                "shard": action.origin.shard_id,
-                "sequence_number": str(action.origin.sequence_number),
-                "index": action.index,
-                "id": action.doc_id,
-                "error": error,
-            },
+        assert self._dead_letters is not None
+        origin = action.origin
+        await self._dead_letters.put(
+            DeadLetter(
+                table=origin.table,
+                shard=origin.shard_id,
+                sequence_number=str(origin.sequence_number),
+                version=action.version,
+                reason=str(error.get("type", "rejected")),
+                error=error,
+                record=origin.record,
+                index=action.index,
+                doc_id=action.doc_id,
+                op=action.op,
+            )
         )
 
     def _summary(self) -> dict[str, float]:
@@ -260,6 +297,15 @@ class StreamSync:
             for table in self.config.tables
             for name in ("records_read", "documents_indexed", "documents_deleted", "dead_letters")
         }
+
+
+async def _prune_hourly(tombstones: Tombstones) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await tombstones.prune()
+        except Exception as error:  # retried next hour; old tombstones only cost disk meanwhile
+            log.warning("pruning old tombstones failed: %s", error)
 
 
 async def _until_either(main: Any, guard: asyncio.Task[None]) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "AwsConfig",
     "BulkConfig",
     "Config",
+    "DeadLettersConfig",
     "ElasticsearchConfig",
     "LeasesConfig",
     "PollingConfig",
@@ -216,6 +217,11 @@ class TableConfig(_Section):
     ttl_expirations: Literal["delete", "ignore"] = "delete"
     """What a REMOVE made by TTL expiry does: delete the document, or keep it (archives)."""
     transform: _Hook | None = None
+    on_trimmed: Literal["fail", "restart_from_trim_horizon"] = "fail"
+    """When a shard's checkpoint fell out of the stream's 24 h window (records were lost): stop
+    that shard with an error (fail), or log the lost range and go on from the oldest record."""
+    max_document_bytes: int | None = Field(default=None, ge=1)
+    """Documents larger than this go to dead letters instead of Elasticsearch."""
 
     @field_validator("stream_arn")
     @classmethod
@@ -262,6 +268,20 @@ class PollingConfig(_Section):
         return value
 
 
+class DeadLettersConfig(_Section):
+    """Where records and documents that cannot be indexed go, with everything to replay them."""
+
+    index: _IndexName | None = "streamsync-dead-letters"
+    file: Path | None = None
+    """A JSON Lines file, one dead letter per line (in addition to, or instead of, the index)."""
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> DeadLettersConfig:
+        if self.index is None and self.file is None:
+            raise ValueError("needs an index, a file, or both: dead letters must go somewhere")
+        return self
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -271,6 +291,7 @@ class Config(_Section):
     tables: list[TableConfig] = Field(min_length=1)
     bulk: BulkConfig = Field(default_factory=BulkConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
+    dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig)
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     shutdown_grace_seconds: float = Field(default=30, gt=0, allow_inf_nan=False)
 

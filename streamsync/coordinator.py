@@ -26,7 +26,7 @@ from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import Shard, StreamsApi, TableStream, is_transient
+from streamsync.source.client import AwsError, Shard, StreamsApi, TableStream, is_transient
 from streamsync.source.poller import OnRejectedRecord, ShardPoller
 from streamsync.source.shards import leases_for_new_shards, ready_to_read, starting_version
 from streamsync.transform.actions import RecordTransformer
@@ -54,6 +54,7 @@ class Source:
     stream: TableStream
     transformer: RecordTransformer
     listed: set[str] = field(default_factory=set)  # shard ids DescribeStream listed last
+    failure: str | None = None  # why this table stopped streaming (table deleted, ...)
 
     @property
     def stream_arn(self) -> str:
@@ -100,6 +101,15 @@ class Coordinator:
         self._worker_expiry = ExpiryClock(config.leases.failover_seconds)
         self._readers: dict[str, _Reader] = {}
         self._live_workers: set[str] = set()
+        self._heartbeat_at = time.monotonic()
+
+    def problems(self) -> list[str]:
+        """What keeps this worker from doing its job, for readiness."""
+        problems = [s.failure for s in self._sources.values() if s.failure is not None]
+        silent = time.monotonic() - self._heartbeat_at
+        if silent > self._config.leases.failover_seconds:
+            problems.append(f"lease table: no successful write for {silent:.0f} s")
+        return problems
 
     @property
     def held(self) -> list[Lease]:
@@ -120,7 +130,8 @@ class Coordinator:
                 snapshot = await self._scan()
                 if loop.time() >= next_discovery:
                     for source in self._sources.values():
-                        await self._discover(source, snapshot.setdefault(source.stream_arn, {}))
+                        known = snapshot.setdefault(source.stream_arn, {})
+                        await self._guarded(source, lambda s=source, k=known: self._discover(s, k))  # type: ignore[misc]
                     next_discovery = loop.time() + self._config.leases.discovery_interval_seconds
                 await self._take(snapshot)
                 self._wake.clear()
@@ -153,6 +164,23 @@ class Coordinator:
                 with contextlib.suppress(Exception):
                     await self._leases.delete_worker(beat)
         return snapshot
+
+    async def _guarded(self, source: Source, work: Callable[[], Awaitable[None]]) -> None:
+        """Runs one table's discovery work so that its failure stops only that table: a deleted
+        table or a disabled stream is an error for it while the other tables keep flowing."""
+        if source.failure is not None:
+            return
+        try:
+            await work()
+        except AwsError as error:
+            if error.code != "ResourceNotFoundException":
+                raise
+            source.failure = (
+                f"table {source.config.table}: its stream {source.stream_arn} is gone (the table "
+                "was deleted or its stream disabled); its changes are no longer streamed. Fix: "
+                "enable the stream again and restart streamsync (a new stream needs a backfill)"
+            )
+            log.error(source.failure, extra={"table": source.config.table})
 
     async def _discover(self, source: Source, known: dict[str, Lease]) -> None:
         shards = await retry_transient(
@@ -227,6 +255,10 @@ class Coordinator:
 
         def ready(lease: Lease) -> bool:
             source = self._sources[lease.stream_arn]
+            if source.failure is not None:
+                return False
+            if lease.failure is not None and source.config.on_trimmed == "fail":
+                return False  # records were lost; an operator decides (see the lease's failure)
             return ready_to_read(lease, snapshot[lease.stream_arn], source.listed)
 
         decided = plan(leases, self.worker_id, expired, ready, workers=self._live_workers)
@@ -277,7 +309,9 @@ class Coordinator:
             start_version=start_version,
             stopping=stop,
             metrics=self._metrics,
-            on_shard_end=lambda lease: self._shard_ended(source, lease),
+            on_shard_end=lambda lease: self._guarded(
+                source, lambda: self._shard_ended(source, lease)
+            ),
             on_rejected_record=self._on_rejected_record,
         )
         task = asyncio.create_task(poller.run(), name=f"poller {taken.table} {taken.shard_id}")
@@ -320,8 +354,11 @@ class Coordinator:
     async def _renew_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):  # a missed heartbeat only delays balancing
+            try:
                 await self._leases.heartbeat(self.worker_id)
+                self._heartbeat_at = time.monotonic()
+            except Exception as error:  # a missed heartbeat only delays balancing
+                log.warning("heartbeat failed: %s", error)
             readers = list(self._readers.values())
             renewed = await _bounded(reader.held.renew for reader in readers)
             for reader, still_ours in zip(readers, renewed, strict=True):

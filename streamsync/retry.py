@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
@@ -19,10 +20,17 @@ log = logging.getLogger("streamsync.retry")
 
 BACKOFF = wait_random_exponential(multiplier=0.1, max=10)
 
+# Counts retries (by what was retried) for the StreamSync instance whose tasks are running: each
+# instance sets it in its own context, so instances side by side count separately.
+on_retry: ContextVar[Callable[[str], None] | None] = ContextVar("on_retry", default=None)
+
 
 def _log_retry(what: str, fields: dict[str, object]) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        count = on_retry.get()
+        if count is not None:
+            count(what)
         log.warning(
             "%s failed, retrying: %s",
             what,

@@ -83,5 +83,10 @@ class HeldLease:
     async def finish(self, version: int) -> bool:
         return await self._write("shard end", lambda held: self._table.finish(held, version))
 
+    async def fail(self, reason: str) -> bool:
+        return await self._write(
+            "marking the lease failed", lambda held: self._table.fail(held, reason)
+        )
+
     async def release(self) -> bool:
         return await self._write("lease release", self._table.release)

@@ -31,6 +31,7 @@ class Lease:
     owner_switches: int = 0
     renewed_at: float | None = field(default=None, compare=False)  # informational only
     finished_at: float | None = None  # epoch seconds the shard was read to its end
+    failure: str | None = None  # why reading stopped for good (records lost), until retaken
 
     @property
     def key(self) -> str:

@@ -59,6 +59,7 @@ def _to_item(lease: Lease) -> dict[str, Any]:
 def _from_item(item: dict[str, Any]) -> Lease:
     renewed = item.get("renewedAt")
     finished = item.get("finishedAt")
+    failure = item.get("failure")
     return Lease(
         stream_arn=item["streamArn"]["S"],
         shard_id=item["shardId"]["S"],
@@ -71,6 +72,7 @@ def _from_item(item: dict[str, Any]) -> Lease:
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {"N": "0"})["N"]),
         renewed_at=float(renewed["N"]) if renewed else None,
         finished_at=float(finished["N"]) if finished else None,
+        failure=failure["S"] if failure else None,
     )
 
 
@@ -195,6 +197,7 @@ class LeaseTable:
         values: dict[str, Any],
         remove_owner: bool = False,
         require_owner: bool = True,
+        remove: str | None = None,
     ) -> Lease:
         condition = "leaseCounter = :seen"
         values = {**values, ":seen": {"N": str(seen.counter)}}
@@ -203,8 +206,9 @@ class LeaseTable:
             values[":seen_owner"] = {"S": seen.owner}
         expression = f"SET leaseCounter = :next, {set_expression}"
         values[":next"] = {"N": str(seen.counter + 1)}
-        if remove_owner:
-            expression += " REMOVE leaseOwner"
+        removed = [name for name in ("leaseOwner" if remove_owner else None, remove) if name]
+        if removed:
+            expression += " REMOVE " + ", ".join(removed)
         try:
             await self._client.update_item(
                 TableName=self.name,
@@ -223,7 +227,9 @@ class LeaseTable:
         """Takes a lease as it was seen (unowned, expired or stolen); LeaseLost if it changed."""
         now = time.time()
         switches = seen.owner_switches + (seen.owner != owner)
-        taken = replace(seen, owner=owner, counter=seen.counter + 1, owner_switches=switches)
+        taken = replace(
+            seen, owner=owner, counter=seen.counter + 1, owner_switches=switches, failure=None
+        )
         return await self._update(
             seen,
             replace(taken, renewed_at=now),
@@ -234,6 +240,7 @@ class LeaseTable:
                 ":switches": {"N": str(switches)},
             },
             require_owner=False,
+            remove="failure",
         )
 
     async def renew(self, held: Lease) -> Lease:
@@ -274,6 +281,16 @@ class LeaseTable:
             ),
             "checkpoint = :cp, checkpointVersion = :v, finishedAt = :now",
             {":cp": {"S": SHARD_END}, ":v": {"N": str(version)}, ":now": {"N": f"{now:.3f}"}},
+            remove_owner=True,
+        )
+
+    async def fail(self, held: Lease, reason: str) -> Lease:
+        """Gives a lease up for good: workers do not take it while its table's policy says so."""
+        return await self._update(
+            held,
+            replace(held, owner=None, counter=held.counter + 1, failure=reason),
+            "failure = :reason",
+            {":reason": {"S": reason}},
             remove_owner=True,
         )
 

@@ -34,6 +34,12 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.records_lost = Counter(
+            "streamsync_trimmed_shards",
+            "Times a shard's unread records had been trimmed from the stream (records lost).",
+            ["table"],
+            registry=r,
+        )
         self.get_records_calls = Counter(
             "streamsync_get_records_calls", "GetRecords calls.", ["table"], registry=r
         )
@@ -41,6 +47,12 @@ class Metrics:
             "streamsync_empty_polls",
             "GetRecords calls that returned no records.",
             ["table"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "streamsync_retries",
+            "Retries of failed calls (throttling, server errors, unreachable services).",
+            ["operation"],
             registry=r,
         )
         self.leases_held = Gauge(

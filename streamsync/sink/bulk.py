@@ -27,6 +27,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
+from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action
 
 log = logging.getLogger("streamsync.sink")
@@ -77,8 +78,10 @@ class BulkIndexer:
         config: BulkConfig,
         metrics: Metrics,
         on_rejected: Rejected,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self._es = es
+        self._tombstones = tombstones or Tombstones(es)
         self._config = config
         self._metrics = metrics
         self._on_rejected = on_rejected
@@ -196,26 +199,47 @@ class BulkIndexer:
             if action.source is not None:
                 body += action.source
                 body += b"\n"
+            else:
+                body += self._tombstones.lines(action)
         try:
             response = await self._es.bulk(operations=[bytes(body)])  # type: ignore[list-item]
         except (TransportError, ApiError) as error:
             self._note_failure(f"bulk request failed: {error}")
             raise
+        items = iter(response["items"])
         retry: list[_Entry] = []
-        for entry, item in zip(entries, response["items"], strict=True):
-            outcome = item[entry.action.op]
+        created: list[Action] = []
+        for entry in entries:
+            action = entry.action
+            outcome = next(items)[action.op]
             status = int(outcome["status"])
             problem = outcome.get("error")
-            if status < 300 or status == 409 or (status == 404 and entry.action.op == "delete"):
-                self._count(entry.action)
+            if action.op == "delete":
+                status, problem = self._worse(status, problem, next(items)["index"])
+            if status < 300 or status == 409 or (status == 404 and action.op == "delete"):
+                if outcome.get("result") == "created":
+                    created.append(action)
+                self._count(action)
                 entry.acknowledge()
             elif _retryable(status, problem):
                 retry.append(entry)
                 self._note_failure(f"{status} {(problem or {}).get('type')}")
             else:
-                await self._on_rejected(entry.action, {"status": status, **(problem or {})})
+                await self._on_rejected(action, {"status": status, **(problem or {})})
                 entry.acknowledge()
+        await self._tombstones.bury_again(created)
         return retry
+
+    @staticmethod
+    def _worse(
+        status: int, problem: dict[str, Any] | None, tombstone: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | None]:
+        """A delete counts as done once its tombstone is stored too (or is older than one
+        already there); when the tombstone failed, its failure decides."""
+        tombstone_status = int(tombstone["status"])
+        if tombstone_status < 300 or tombstone_status == 409:
+            return status, problem
+        return tombstone_status, tombstone.get("error")
 
     def _count(self, action: Action) -> None:
         if action.op == "index":

@@ -29,12 +29,17 @@ from streamsync.transform.versions import VersionClock
 
 log = logging.getLogger("streamsync.source")
 
-# (table, shard id, the record, why): the record becomes a dead letter and the shard moves on.
-OnRejectedRecord = Callable[[str, str, dict[str, Any], TransformError], Awaitable[None]]
+# (table, shard id, the record, its version, why): the record becomes a dead letter and the
+# shard moves on.
+OnRejectedRecord = Callable[[str, str, dict[str, Any], int, TransformError], Awaitable[None]]
+
+
+RECORDS_GONE = frozenset({"TrimmedDataAccessException", "ResourceNotFoundException"})
 
 
 class _Outcome(enum.Enum):
     SHARD_END = "the shard is closed and read to its end"
+    FAILED = "records were lost and the table's policy is to stop"
     STOPPED = "a stop was asked for"
     LEASE_GONE = "the lease was lost or went unrenewed for a failover time"
 
@@ -70,6 +75,8 @@ class ShardPoller:
         self._acked_change = asyncio.Event()
         self._tracker.on_advance = self._acked_change.set
         self._last_read: int | None = None
+        self._resumed_after_loss = False
+        self._on_trimmed = transformer.config.on_trimmed
         self._written: Position | None = None
         lease = held.lease
         self._fields = {"table": lease.table, "shard": lease.shard_id}
@@ -84,6 +91,11 @@ class ShardPoller:
             outcome = await self._poll()
             if outcome is _Outcome.LEASE_GONE:
                 log.warning("lease lost or expired; stopped reading", extra=self._fields)
+                return
+            if outcome is _Outcome.FAILED:
+                await self._wait_acknowledged()
+                await self._checkpoint()
+                await self._held.fail("records lost: trimmed before they were read")
                 return
             await self._wait_acknowledged()
             if outcome is _Outcome.SHARD_END:
@@ -105,12 +117,14 @@ class ShardPoller:
 
     async def _poll(self) -> _Outcome:
         """Reads until the shard ends, a stop is asked for, or the lease may be someone else's."""
-        iterator = await self._iterator()
+        iterator: str | None = None
         wait = 0.0
         while not self._stopping.is_set():
             if not self._held.usable:
                 return _Outcome.LEASE_GONE
             try:
+                if iterator is None:
+                    iterator = await self._iterator()
                 page = await retry_transient(
                     lambda it=iterator: self._api.get_records(it, self._polling.max_records),  # type: ignore[misc]
                     "GetRecords",
@@ -118,12 +132,17 @@ class ShardPoller:
                     **self._fields,
                 )
             except AwsError as error:
-                if error.code != "ExpiredIteratorException":
+                if error.code == "ExpiredIteratorException":
+                    log.info(
+                        "iterator expired; resuming after the last record read", extra=self._fields
+                    )
+                    iterator = None
+                    continue
+                if error.code not in RECORDS_GONE:
                     raise
-                log.info(
-                    "iterator expired; resuming after the last record read", extra=self._fields
-                )
-                iterator = await self._iterator()
+                outcome, iterator = await self._records_lost(error)
+                if outcome is not None:
+                    return outcome
                 continue
             self._metrics.get_records_calls.labels(self.lease.table).inc()
             if not self._held.usable:  # the call may have outlived the lease
@@ -146,6 +165,38 @@ class ShardPoller:
                     await self._stopping.wait()
         return _Outcome.STOPPED
 
+    async def _records_lost(self, error: AwsError) -> tuple[_Outcome | None, str | None]:
+        """The position to read from fell out of the stream's retention (or the shard is gone):
+        records were lost. Never silent: an error log with the lost range, a metric, and the
+        table's policy: fail (stop this shard), or restart from the oldest record still there."""
+        lease = self.lease
+        after = self._last_read or (lease.checkpoint if lease.checkpoint.isdigit() else None)
+        restart = self._on_trimmed == "restart_from_trim_horizon"
+        try:
+            iterator: str | None = await self._api.get_shard_iterator(
+                lease.stream_arn, lease.shard_id, TRIM_HORIZON
+            )
+        except AwsError as gone:
+            if gone.code != "ResourceNotFoundException":
+                raise
+            iterator = None  # the whole shard expired and left the stream
+        self._metrics.records_lost.labels(lease.table).inc()
+        log.error(
+            "records lost: %s; the records after %s %s were trimmed from the stream before they "
+            "were read (policy on_trimmed=%s)",
+            error.code,
+            after if after is not None else "the shard's start",
+            "up to the shard's end" if iterator is None else "up to the current trim horizon",
+            self._on_trimmed,
+            extra={**self._fields, "lost_after": after, "shard_gone": iterator is None},
+        )
+        if not restart:
+            return _Outcome.FAILED, None
+        if iterator is None:
+            return _Outcome.SHARD_END, None  # nothing left to read: let its children go on
+        self._resumed_after_loss = True
+        return None, iterator
+
     async def _iterator(self) -> str:
         """An iterator just after the last record read, or at the lease's checkpoint."""
         lease = self.lease
@@ -167,13 +218,22 @@ class ShardPoller:
         seq = int(change["SequenceNumber"])
         if self._last_read is not None and seq <= self._last_read:
             return  # a duplicate delivery
+        if self._resumed_after_loss:
+            self._resumed_after_loss = False
+            log.error(
+                "resumed after lost records at %s",
+                seq,
+                extra={**self._fields, "sequence_number": str(seq), "lost_before": str(seq)},
+            )
         self._last_read = seq
         self._metrics.records_read.labels(self.lease.table).inc()
         version = self._clock.next(float(change.get("ApproximateCreationDateTime", 0)))
         try:
             actions = await self._transformer.actions(record, self.lease.shard_id, version)
         except TransformError as error:
-            await self._on_rejected_record(self.lease.table, self.lease.shard_id, record, error)
+            await self._on_rejected_record(
+                self.lease.table, self.lease.shard_id, record, version, error
+            )
             actions = []
         pending = self._tracker.register(seq, version, len(actions))
         for action in actions:

@@ -96,6 +96,7 @@ class RecordTransformer:
     def __init__(
         self, config: TableConfig, hash_key: str, range_key: str | None, hook: Hook | None
     ) -> None:
+        self.config = config
         self._config = config
         self._hash_key = hash_key
         self._range_key = range_key
@@ -105,11 +106,19 @@ class RecordTransformer:
 
     async def actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
         try:
-            return await self._actions(record, shard_id, version)
+            actions = await self._actions(record, shard_id, version)
         except TransformError:
             raise
         except Exception as error:
             raise TransformError(f"{type(error).__name__}: {error}") from error
+        limit = self._config.max_document_bytes
+        for action in actions:
+            if limit is not None and action.source is not None and len(action.source) > limit:
+                raise TransformError(
+                    f"the document for {action.doc_id} has {len(action.source)} bytes, more than "
+                    f"max_document_bytes ({limit})"
+                )
+        return actions
 
     async def _actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
         change = record["dynamodb"]

@@ -34,11 +34,11 @@ SECRET = "s3cr3t-Zq9-DO-NOT-PRINT"
 
 TABLE_KEYS = (
     "table, index, stream_arn, start_position, include_fields, exclude_fields, index_settings, "
-    "index_mappings, ttl_expirations, transform"
+    "index_mappings, ttl_expirations, transform, on_trimmed, max_document_bytes"
 )
 TOP_KEYS = (
-    "aws, elasticsearch, leases, tables, bulk, polling, checkpoint_interval_seconds, "
-    "shutdown_grace_seconds"
+    "aws, elasticsearch, leases, tables, bulk, polling, dead_letters, "
+    "checkpoint_interval_seconds, shutdown_grace_seconds"
 )
 
 
@@ -94,6 +94,8 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
         "index_mappings": None,
         "ttl_expirations": "delete",
         "transform": None,
+        "on_trimmed": "fail",
+        "max_document_bytes": None,
     }
     assert config.bulk.model_dump() == {
         "max_actions": 1000,

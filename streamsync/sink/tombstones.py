@@ -1,0 +1,119 @@
+"""Delete tombstones that outlive Elasticsearch's own.
+
+Elasticsearch remembers a deleted document's version only for `index.gc_deletes` (60 s). After
+that, an older image arriving late (a replay after a crash, an overlapping worker's bulk request
+in flight during a lease hand-off, a backfill image, a replayed dead letter) would bring the
+document back to life. So every delete also writes a tombstone (target index, id, version) into a
+daily, hidden index `streamsync-tombstones-YYYY.MM.DD`, kept `RETENTION_DAYS` (longer than the
+stream's 24 h retention), and every index action that *created* a document is checked against the
+tombstones: if a newer one exists, the document is deleted again at the tombstone's version. A
+resurrected document is thus visible for one bulk round trip at most, and never stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
+
+from streamsync.retry import retry_transient
+from streamsync.transform.actions import Action
+
+log = logging.getLogger("streamsync.sink")
+
+PREFIX = "streamsync-tombstones-"
+RETENTION_DAYS = 2
+TEMPLATE: dict[str, Any] = {
+    "settings": {"index.hidden": True, "number_of_shards": 1},
+    "mappings": {"dynamic": False, "properties": {"v": {"type": "long"}}},
+}
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TransportError | ApiError)
+
+
+class Tombstones:
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        retention_days: int = RETENTION_DAYS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._es = es
+        self._retention = retention_days
+        self._clock = clock
+
+    def _day(self, days_ago: int = 0) -> str:
+        day = datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=days_ago)
+        return f"{PREFIX}{day:%Y.%m.%d}"
+
+    @staticmethod
+    def _id(action: Action) -> str:
+        return f"{action.index}|{action.doc_id}"
+
+    def lines(self, delete: Action) -> bytes:
+        """The bulk lines that record a delete's tombstone, to send with the delete."""
+        meta = {
+            "_index": self._day(),
+            "_id": self._id(delete),
+            "version": delete.version,
+            "version_type": "external",
+        }
+        return orjson.dumps({"index": meta}) + b"\n" + orjson.dumps({"v": delete.version}) + b"\n"
+
+    async def ensure_template(self) -> None:
+        await self._es.indices.put_index_template(
+            name="streamsync-tombstones", index_patterns=[f"{PREFIX}*"], template=TEMPLATE
+        )
+
+    async def prune(self) -> None:
+        """Deletes tombstone indices older than the retention."""
+        keep = {self._day(days) for days in range(self._retention + 1)}
+        existing = await self._es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")
+        for index in existing:
+            if index not in keep and index < min(keep):
+                await self._es.options(ignore_status=404).indices.delete(index=index)
+
+    async def bury_again(self, created: list[Action]) -> None:
+        """Deletes again the documents just created that a newer tombstone says are deleted."""
+        if not created:
+            return
+        await retry_transient(
+            lambda: self._bury_again(created), "tombstone check", _transient, actions=len(created)
+        )
+
+    async def _bury_again(self, created: list[Action]) -> None:
+        days = [self._day(days) for days in range(self._retention + 1)]
+        docs = [{"_index": day, "_id": self._id(a)} for a in created for day in days]
+        found = (await self._es.mget(docs=docs, source=["v"]))["docs"]
+        newest: dict[str, int] = {}
+        for doc in found:
+            if doc.get("found"):
+                newest[doc["_id"]] = max(newest.get(doc["_id"], 0), int(doc["_source"]["v"]))
+        body = bytearray()
+        for action in created:
+            tombstone = newest.get(self._id(action), 0)
+            if tombstone > action.version:
+                log.info(
+                    "an older image recreated a deleted document; deleting it again",
+                    extra={"index": action.index, "id": action.doc_id, "version": tombstone},
+                )
+                meta: dict[str, Any] = {
+                    "_index": action.index,
+                    "_id": action.doc_id,
+                    "version": tombstone,
+                    "version_type": "external",
+                }
+                body += orjson.dumps({"delete": meta}) + b"\n"
+        if body:
+            response = await self._es.bulk(operations=[bytes(body)])  # type: ignore[list-item]
+            for item in response["items"]:
+                status = item["delete"]["status"]
+                if status >= 300 and status not in (404, 409):
+                    raise ApiError(f"re-delete failed: {item}", response.meta, response.body)
