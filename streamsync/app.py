@@ -34,6 +34,7 @@ from streamsync.retry import on_retry
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.elasticsearch import check_reachable, create_client, ensure_index
+from streamsync.sink.replay import Replayer, ReplayReport
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import AwsError, StreamsApi, TableStream
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
@@ -234,6 +235,16 @@ class StreamSync:
             sink_task.cancel()
             pruner.cancel()
         log.info("stopped", extra={"worker": self.worker_id, **self._summary()})
+
+    async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
+        """Re-drives the stored dead letters through the tables' current transforms."""
+        api, es = self._require()
+        transformers = {
+            table.table: (await self._source(api, table)).transformer
+            for table in self.config.tables
+        }
+        await Tombstones(es).ensure_template()
+        return await Replayer(es, self.config, transformers).replay(dry_run)
 
     async def _source(self, api: StreamsApi, table: TableConfig) -> Source:
         stream = await api.describe_table(table.table)

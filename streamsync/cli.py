@@ -18,6 +18,7 @@ from streamsync.app import StreamSync
 from streamsync.config import Config, load_config
 from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
+from streamsync.sink.replay import ReplayReport
 
 log = logging.getLogger("streamsync")
 
@@ -36,16 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "stream changes from the configured tables into Elasticsearch until stopped"),
         ("validate", "check the configuration, the tables, their streams and the cluster"),
     ):
-        command = commands.add_parser(name, help=summary, description=summary)
-        command.add_argument("--config", required=True, help="the tables.yaml file")
-        command.add_argument(
-            "--log-format",
-            choices=("json", "text"),
-            default="text" if sys.stderr.isatty() else "json",
-            help="json (default when not on a terminal) or text",
-        )
-        command.add_argument("--log-level", default="INFO")
+        _common(commands.add_parser(name, help=summary, description=summary))
+    dlq = commands.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="dlq_command", required=True, metavar="DLQ_COMMAND"
+    )
+    summary = "re-drive dead letters through the current transforms, once their cause is fixed"
+    replay = _common(dlq.add_parser("replay", help=summary, description=summary))
+    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed")
     return parser
+
+
+def _common(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("--config", required=True, help="the tables.yaml file")
+    command.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="text" if sys.stderr.isatty() else "json",
+        help="json (default when not on a terminal) or text",
+    )
+    command.add_argument("--log-level", default="INFO")
+    return command
 
 
 def _fail(lines: str, status: int) -> int:
@@ -67,6 +78,11 @@ async def _validate(config: Config) -> list[str]:
         return await sync.check()
 
 
+async def _replay(config: Config, dry_run: bool) -> ReplayReport:
+    async with StreamSync(config) as sync:
+        return await sync.replay_dead_letters(dry_run)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
@@ -81,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail("\n".join(problems), EXIT_PROBLEMS)
             print(f"{args.config}: ok ({len(config.tables)} table(s), cluster reachable)")
             return 0
+        if args.command == "dlq":
+            report = asyncio.run(_replay(config, args.dry_run))
+            print(report.summary(args.dry_run))
+            return EXIT_PROBLEMS if report.still_failing else 0
         asyncio.run(_run(config))
     except StreamsyncError as error:
         return _fail(str(error), EXIT_PROBLEMS)

@@ -214,8 +214,17 @@ class ShardPoller:
         )
 
     async def _process(self, record: dict[str, Any]) -> None:
-        change = record["dynamodb"]
-        seq = int(change["SequenceNumber"])
+        try:
+            change = record["dynamodb"]
+            seq = int(change["SequenceNumber"])
+        except (KeyError, TypeError, ValueError) as error:
+            # Not a stream record at all: nothing to order or checkpoint it by. Keep it.
+            version = self._clock.last
+            malformed = TransformError(f"malformed stream record ({error!r})")
+            await self._on_rejected_record(
+                self.lease.table, self.lease.shard_id, record, version, malformed
+            )
+            return
         if self._last_read is not None and seq <= self._last_read:
             return  # a duplicate delivery
         if self._resumed_after_loss:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from moto.core.exceptions import JsonRESTError
-from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
@@ -185,6 +185,32 @@ class SimStream:
                 raise ValueError(f"{shard_id} is open; only closed shards leave the stream")
             shard.dropped = True
             shard.records = []
+
+    def close_all(self) -> None:
+        """Closes every open shard, as deleting the table does (the stream stays readable)."""
+        with SIM_LOCK:
+            for shard in self.open_shards():
+                shard.ending_sequence_number = (
+                    shard.records[-1][0] if shard.records else shard.starting_sequence_number
+                )
+
+    def inject_raw(self, shard_id: str, record: dict[str, Any]) -> int:
+        """Appends a record as given, bypassing moto's writes: for malformed records a real
+        stream should never carry but a consumer must survive. Its SequenceNumber is assigned
+        here unless the record has one (or deliberately lacks the field: pass "omit")."""
+        with SIM_LOCK:
+            shard = self.shard(shard_id)
+            seq = self._next_seq
+            self._next_seq += 7
+            change = record.setdefault("dynamodb", {})
+            if change.get("SequenceNumber") == "omit":
+                del change["SequenceNumber"]
+            else:
+                change.setdefault("SequenceNumber", str(seq))
+            change.setdefault("SizeBytes", 100)
+            change.setdefault("ApproximateCreationDateTime", datetime.now(UTC))
+            shard.records.append((seq, record))
+            return seq
 
     def expire_iterators(self) -> None:
         """Makes every iterator handed out so far answer ExpiredIteratorException."""
@@ -395,6 +421,16 @@ def _base64(value: object) -> str:
 
 
 _original_set_stream_specification = Table.set_stream_specification
+_original_delete_table = DynamoDBBackend.delete_table
+
+
+def _delete_table(self: DynamoDBBackend, name: str) -> Table:
+    """Deleting a table closes its stream's shards, as on AWS; they stay readable for a while
+    (here: for as long as a reader holds an iterator), and DescribeStream no longer finds it."""
+    table = _original_delete_table(self, name)
+    if isinstance(table.stream_shard, SimStream):
+        table.stream_shard.close_all()
+    return table
 
 
 def _set_stream_specification(self: Table, streams: dict[str, Any] | None) -> None:
@@ -406,6 +442,7 @@ def _set_stream_specification(self: Table, streams: dict[str, Any] | None) -> No
 def install() -> None:
     """Routes moto's stream model and the three stream read calls through this module."""
     Table.set_stream_specification = _set_stream_specification  # type: ignore[method-assign]
+    DynamoDBBackend.delete_table = _delete_table  # type: ignore[method-assign]
     DynamoDBStreamsHandler.describe_stream = _describe_stream  # type: ignore[assignment,method-assign]
     DynamoDBStreamsHandler.get_shard_iterator = _get_shard_iterator  # type: ignore[assignment,method-assign]
     DynamoDBStreamsHandler.get_records = _get_records  # type: ignore[assignment,method-assign]

@@ -38,5 +38,6 @@ def test_stream_model_hooks_keep_their_signatures() -> None:
         "new",
         "seq",
     ]
+    assert list(inspect.signature(DynamoDBBackend.delete_table).parameters) == ["self", "name"]
     for handler in ("describe_stream", "get_shard_iterator", "get_records"):
         assert callable(getattr(DynamoDBStreamsHandler, handler))
