@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-NODE=test
+NODE="${STREAMSYNC_TEST_NODE:-test}"  # another name runs a second suite beside this one
 "$ROOT/scripts/elasticsearch.sh" start "$NODE" 0 --fresh >/dev/null
 trap '"$ROOT/scripts/elasticsearch.sh" stop "$NODE"' EXIT
 STREAMSYNC_TEST_ES_URL="$("$ROOT/scripts/elasticsearch.sh" url "$NODE")"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
+import yaml
 from boto3.dynamodb.types import Binary, TypeDeserializer
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_scan
@@ -23,6 +24,23 @@ from streamsync.config import Config, parse_config
 _deserializer = TypeDeserializer()
 
 
+def config_document(
+    moto_endpoint: str,
+    es_url: str,
+    lease_table: str,
+    tables: list[dict[str, Any]],
+    **sections: Any,
+) -> dict[str, Any]:
+    """A tables.yaml for the test services, as a document (to dump for a process)."""
+    return {
+        "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+        "elasticsearch": {"hosts": [es_url]},
+        "leases": {"table": lease_table, **sections.pop("leases", {})},
+        "tables": tables,
+        **sections,
+    }
+
+
 def make_config(
     moto_endpoint: str,
     es_url: str,
@@ -30,15 +48,7 @@ def make_config(
     tables: list[dict[str, Any]],
     **sections: Any,
 ) -> Config:
-    import yaml
-
-    document = {
-        "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
-        "elasticsearch": {"hosts": [es_url]},
-        "leases": {"table": lease_table, **sections.pop("leases", {})},
-        "tables": tables,
-        **sections,
-    }
+    document = config_document(moto_endpoint, es_url, lease_table, tables, **sections)
     return parse_config(yaml.safe_dump(document), source="test config")
 
 

@@ -1,0 +1,344 @@
+"""Nothing lost, nothing stale: retries, dead letters and their replay, and the version scheme
+under replays, overlapping workers, parent/child shards and deletes older than gc_deletes,
+against real Elasticsearch and moto (throttling and server errors injected in front of moto by
+tests/support/moto_server.py, splits by tests/support/streams_sim.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from elasticsearch import AsyncElasticsearch, ConflictError
+
+from streamsync.config import BulkConfig
+from streamsync.leases.checkpoints import AckTracker
+from streamsync.observability.metrics import Metrics
+from streamsync.sink.bulk import BulkIndexer
+from streamsync.transform.actions import Action, Origin
+from tests.support import aws, streams_sim
+from tests.support.elasticsearch import ROOT, es_url
+from tests.support.moto_server import StreamsServer
+from tests.support.pipeline import config_document, make_config, running, wait_until_equal
+
+STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+
+
+def pk(item: dict[str, Any]) -> str:
+    return str(item["pk"]["S"])
+
+
+async def put(ddb: Any, table: str, key: str, **attributes: Any) -> None:
+    item: dict[str, Any] = {"pk": {"S": key}}
+    for name, value in attributes.items():
+        if isinstance(value, bool):
+            item[name] = {"BOOL": value}
+        elif isinstance(value, int | float):
+            item[name] = {"N": str(value)}
+        else:
+            item[name] = {"S": str(value)}
+    await ddb.put_item(TableName=table, Item=item)
+
+
+async def eventually(condition: Any, within: float = 60) -> None:
+    async with asyncio.timeout(within):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.3)
+
+
+async def test_throttling_and_server_errors_are_retried_visibly(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    es: AsyncElasticsearch,
+    index_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamsync")
+    table = aws.unique_name("throttled")
+    await aws.create_stream_table(clients.dynamodb, table)
+    leases = aws.unique_name("leases")
+    faults = streams_server.faults
+    faults.inject("DescribeStream", "ThrottlingException", table=table, times=3)
+    faults.inject("GetShardIterator", "InternalServerError", status=500, table=table, times=2)
+    faults.inject("GetRecords", "LimitExceededException", table=table, times=5)
+    faults.inject("Scan", "ProvisionedThroughputExceededException", table=leases, times=2)
+    config = make_config(moto_endpoint, es_url(), leases, [{"table": table, "index": index_name}])
+    async with running(config) as sync:
+        for i in range(10):
+            await put(clients.dynamodb, table, f"k{i}", n=i)
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        faults.inject("UpdateItem", "ThrottlingException", table=leases, times=3)
+        await put(clients.dynamodb, table, "late", n=1)
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+    retried = {
+        what: sync.metrics.value("streamsync_retries_total", operation=what)
+        for what in ("DescribeStream", "GetShardIterator", "GetRecords", "lease scan")
+    }
+    assert retried == {"DescribeStream": 3, "GetShardIterator": 2, "GetRecords": 5, "lease scan": 2}
+    assert any("retrying" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    es: AsyncElasticsearch,
+    index_name: str,
+    tmp_path: Path,
+) -> None:
+    """A mapping conflict, a hook that raises and a document over max_document_bytes each become
+    a dead letter with everything needed to replay it, and the shard moves on past them.
+    `streamsync dlq replay` then re-drives what its fix allows (the hook), keeps the rest."""
+    table = aws.unique_name("poison")
+    await aws.create_stream_table(clients.dynamodb, table)
+    letters_index = f"{index_name}-dead"
+    letters_file = tmp_path / "dead.jsonl"
+    document = config_document(
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [
+            {
+                "table": table,
+                "index": index_name,
+                "index_mappings": {"properties": {"qty": {"type": "long"}}},
+                "transform": "tests.support.hooks:explode_unless_fixed",
+                "max_document_bytes": 2000,
+            }
+        ],
+        dead_letters={"index": letters_index, "file": str(letters_file)},
+    )
+    config_path = tmp_path / "tables.yaml"
+    config_path.write_text(yaml.safe_dump(document))
+    config = make_config(**_arguments(document))
+
+    async with running(config):
+        await put(clients.dynamodb, table, "good-1", qty=1)
+        await put(clients.dynamodb, table, "conflict", qty="not a number")
+        await put(clients.dynamodb, table, "hook", qty=2, explode=True)
+        await put(clients.dynamodb, table, "huge", qty=3, text="x" * 5000)
+        await put(clients.dynamodb, table, "good-2", qty=4)  # after the bad ones
+
+        async def letters_stored() -> bool:
+            return letters_file.exists() and len(letters_file.read_bytes().splitlines()) == 3
+
+        await eventually(letters_stored)
+        await wait_for_ids(es, index_name, {"good-1", "good-2"})
+
+        async def checkpoint_past_everything() -> bool:
+            items = (await clients.dynamodb.scan(TableName=config.leases.table))["Items"]
+            checkpoints = [i["checkpoint"]["S"] for i in items if "shardId" in i]
+            last = streams_sim.stream_of(table).shards[0].records[-1][0]
+            return checkpoints == [str(last)]
+
+        await eventually(checkpoint_past_everything)
+
+    lines = [orjson.loads(line) for line in letters_file.read_bytes().splitlines()]
+    by_reason = {
+        letter["doc_id"] or letter["record"]["dynamodb"]["Keys"]["pk"]["S"]: letter
+        for letter in lines
+    }
+    assert by_reason["conflict"]["reason"] == "document_parsing_exception"
+    assert by_reason["conflict"]["index"] == index_name
+    assert by_reason["conflict"]["op"] == "index"
+    assert "transform_error" in {by_reason["hook"]["reason"], by_reason["huge"]["reason"]}
+    for letter in lines:
+        assert letter["table"] == table
+        assert letter["shard"] == streams_sim.stream_of(table).shards[0].shard_id
+        assert int(letter["sequence_number"]) > 0
+        assert letter["record"]["eventName"] == "INSERT"
+        assert letter["version"] > 0
+    await es.indices.refresh(index=letters_index)
+    assert (await es.count(index=letters_index))["count"] == 3
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOOK_FIXED": "1"}
+    dry = await asyncio.to_thread(
+        subprocess.run,
+        [STREAMSYNC, "dlq", "replay", "--config", str(config_path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    # Both destinations hold the three letters; only the oversized one cannot be transformed.
+    assert "dead letters: 6; would replay: 4; still failing: 2" in dry.stdout, dry.stderr
+    assert len(letters_file.read_bytes().splitlines()) == 3, "a dry run changes nothing"
+
+    replay = await asyncio.to_thread(
+        subprocess.run,
+        [STREAMSYNC, "dlq", "replay", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert replay.returncode == 1, "letters still failing give a non-zero status"
+    assert "dead letters: 6; replayed: 2; still failing: 4" in replay.stdout, replay.stderr
+    await wait_for_ids(es, index_name, {"good-1", "good-2", "hook"})
+    remaining = [orjson.loads(line)["doc_id"] for line in letters_file.read_bytes().splitlines()]
+    assert sorted(str(r) for r in remaining) == sorted(
+        str(by_reason[k]["doc_id"]) for k in ("conflict", "huge")
+    )
+    await es.indices.refresh(index=letters_index)
+    assert (await es.count(index=letters_index))["count"] == 2
+
+
+def _arguments(document: dict[str, Any]) -> dict[str, Any]:
+    rest = {k: v for k, v in document.items() if k not in ("aws", "elasticsearch", "tables")}
+    leases = rest.pop("leases")
+    return {
+        "moto_endpoint": document["aws"]["endpoint_url"],
+        "es_url": document["elasticsearch"]["hosts"][0],
+        "lease_table": leases.pop("table"),
+        "tables": document["tables"],
+        "leases": leases,
+        **rest,
+    }
+
+
+async def wait_for_ids(es: AsyncElasticsearch, index: str, ids: set[str]) -> None:
+    async def present() -> bool:
+        await es.indices.refresh(index=index)
+        found = await es.search(index=index, query={"ids": {"values": sorted(ids)}}, size=100)
+        return {hit["_id"] for hit in found["hits"]["hits"]} == ids
+
+    await eventually(present)
+
+
+async def test_replays_and_overlapping_consumers_never_go_back_in_time(
+    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+) -> None:
+    """A second consumer (its own lease table) replays the whole stream from its start while the
+    first keeps going and new writes arrive: every document's version only ever grows, and the
+    index ends equal to the table."""
+    table = aws.unique_name("replay")
+    await aws.create_stream_table(clients.dynamodb, table)
+    tables = [{"table": table, "index": index_name}]
+    first = make_config(moto_endpoint, es_url(), aws.unique_name("leases"), tables)
+    replayer = make_config(moto_endpoint, es_url(), aws.unique_name("leases"), tables)
+    for round_ in range(5):
+        for key in ("a", "b", "c"):
+            await put(clients.dynamodb, table, key, n=round_)
+    seen: dict[str, int] = {}
+    went_back: list[str] = []
+
+    async def watch_versions() -> None:
+        while True:
+            found = await es.options(ignore_status=404).mget(
+                index=index_name, ids=["a", "b", "c"], realtime=True
+            )
+            for doc in found.get("docs", []):
+                if doc.get("found"):
+                    if doc["_version"] < seen.get(doc["_id"], 0):
+                        went_back.append(doc["_id"])
+                    seen[doc["_id"]] = doc["_version"]
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch_versions())
+    try:
+        async with running(first):
+            await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+            async with running(replayer):
+                for round_ in range(5, 10):
+                    for key in ("a", "b", "c"):
+                        await put(clients.dynamodb, table, key, n=round_)
+                await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert went_back == []
+    assert len(seen) == 3
+
+
+async def test_a_child_continues_the_version_clock_of_its_parent(
+    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+) -> None:
+    """An item changed in a parent and again in its child within the same second: the child's
+    image gets the higher version (its clock starts at the parent's last), so it wins even when
+    the parent's image is replayed later."""
+    table = aws.unique_name("sameSecond".lower())
+    await aws.create_stream_table(clients.dynamodb, table)
+    sim = streams_sim.stream_of(table)
+    await put(clients.dynamodb, table, "k", n=1)
+    sim.rollover(sim.open_shards()[0].shard_id)
+    await put(clients.dynamodb, table, "k", n=2)
+    config = make_config(
+        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+    )
+    async with running(config):
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+    child_version = (await es.get(index=index_name, id="k"))["_version"]
+    # Replaying the parent's image (its version is older) must not win.
+    with pytest.raises(ConflictError):
+        await es.index(
+            index=index_name,
+            id="k",
+            document={"n": 1},
+            version=child_version - 1,
+            version_type="external",
+        )
+    assert (await es.get(index=index_name, id="k"))["_source"]["n"] == 2
+
+
+async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
+    es: AsyncElasticsearch, index_name: str
+) -> None:
+    """With index.gc_deletes shortened, Elasticsearch forgets a delete's version within a second,
+    and a plain external-version write of an older image brings the document back (shown with a
+    probe document). Through the bulk indexer, the tombstone makes it go again."""
+    await es.indices.create(index=index_name, settings={"index.gc_deletes": "0s"})
+    indexer = BulkIndexer(es, BulkConfig(), Metrics(), _no_rejections)
+    lanes = asyncio.create_task(indexer.run())
+    tracker = AckTracker()
+
+    def action(doc_id: str, version: int, document: dict[str, Any] | None) -> Action:
+        op = "index" if document is not None else "delete"
+        source = orjson.dumps(document) if document is not None else None
+        act = Action(op, index_name, doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+        act.ack = tracker.register(version, version, 1)
+        return act
+
+    try:
+        await indexer.put(action("gone", 10, {"n": 1}))
+        await indexer.put(action("probe", 10, {"n": 1}))
+        await indexer.drain()
+        await indexer.put(action("gone", 20, None))
+        await es.delete(index=index_name, id="probe", version=20, version_type="external")
+        await indexer.drain()
+
+        async def delete_forgotten() -> bool:
+            await es.indices.refresh(index=index_name)
+            await es.indices.flush(index=index_name)
+            try:
+                await es.index(
+                    index=index_name,
+                    id="probe",
+                    document={"n": 1},
+                    version=11,
+                    version_type="external",
+                )
+            except ConflictError:
+                return False
+            return True
+
+        await eventually(delete_forgotten, within=30)
+        await indexer.put(action("gone", 10, {"n": 1}))  # the old image, late
+        await indexer.drain()
+    finally:
+        await indexer.close()
+        await lanes
+    assert not await es.exists(index=index_name, id="gone"), "the delete stands"
+    assert await es.exists(index=index_name, id="probe"), "without tombstones it came back"
+
+
+async def _no_rejections(action: Action, error: dict[str, Any]) -> None:
+    raise AssertionError(f"unexpected rejection of {action.doc_id}: {error}")
