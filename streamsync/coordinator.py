@@ -21,7 +21,7 @@ from typing import TypeVar
 from streamsync.config import Config, TableConfig
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease
-from streamsync.leases.planner import ExpiryClock, plan
+from streamsync.leases.planner import ExpiryClock, live_workers, plan
 from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
@@ -119,9 +119,7 @@ class Coordinator:
         """Runs until `stopping` is set, then lets every poller drain, checkpoint and release."""
         failover = self._config.leases.failover_seconds
         # Announce this worker before the first take, so workers starting together share at once.
-        await retry_transient(
-            lambda: self._leases.heartbeat(self.worker_id), "heartbeat", is_transient
-        )
+        await retry_transient(self._heartbeat, "heartbeat", is_transient)
         renewer = asyncio.create_task(self._renew_periodically(failover / 3))
         try:
             loop = asyncio.get_running_loop()
@@ -138,13 +136,17 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(failover / 2):
                         await _first(self._wake.wait(), self._stopping.wait())
+            with contextlib.suppress(Exception):  # left behind, others delete it after a while
+                await self._leases.remove_heartbeat(self.worker_id)
             await self._stop_readers()
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        with contextlib.suppress(Exception):  # left behind, others delete it after a while
-            await self._leases.remove_heartbeat(self.worker_id)
+
+    async def _heartbeat(self) -> None:
+        await self._leases.heartbeat(self.worker_id, self._sources)
+        self._heartbeat_at = time.monotonic()
 
     async def _scan(self) -> Snapshot:
         scan = await retry_transient(self._leases.scan, "lease scan", is_transient)
@@ -154,7 +156,7 @@ class Coordinator:
                 snapshot.setdefault(lease.stream_arn, {})[lease.shard_id] = lease
         now = asyncio.get_running_loop().time()
         stale = self._worker_expiry.expired(scan.workers, now)
-        self._live_workers = {b.worker_id for b in scan.workers if b.key not in stale}
+        self._live_workers = live_workers(scan.workers, stale, self._sources)
         for beat in scan.workers:
             # A worker gone for a while (killed: it could not delete its own heartbeat).
             if (
@@ -263,7 +265,8 @@ class Coordinator:
 
         decided = plan(leases, self.worker_id, expired, ready, workers=self._live_workers)
         if decided.release:
-            self._give_up(decided.release)
+            still_mine = {lease.key for lease in leases if lease.owner == self.worker_id}
+            self._give_up(decided.release, still_mine)
         chosen = [*decided.take, *([decided.steal] if decided.steal else [])]
         for lease in chosen:
             if lease.owner not in (None, self.worker_id):
@@ -280,10 +283,13 @@ class Coordinator:
             for lease in chosen
         )
 
-    def _give_up(self, count: int) -> None:
-        """Asks `count` readers to hand their leases over gracefully (checkpoint, release)."""
-        running = [r for r in self._readers.values() if not r.stop.is_set()]
-        for reader in running[-count:]:  # the most recently started
+    def _give_up(self, count: int, still_mine: set[str]) -> None:
+        """Asks readers to hand their leases over gracefully (checkpoint, release) until `count`
+        are on their way out; only leases the scan still shows as this worker's count."""
+        mine = [r for key, r in self._readers.items() if key in still_mine]
+        leaving = sum(r.stop.is_set() for r in mine)
+        running = [r for r in mine if not r.stop.is_set()]
+        for reader in running[len(running) - max(count - leaving, 0) :]:  # the most recent
             log.info("giving a lease up to balance the load", extra=reader.held.fields)
             reader.stop.set()
 
@@ -354,11 +360,11 @@ class Coordinator:
     async def _renew_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self._leases.heartbeat(self.worker_id)
-                self._heartbeat_at = time.monotonic()
-            except Exception as error:  # a missed heartbeat only delays balancing
-                log.warning("heartbeat failed: %s", error)
+            if not self._stopping.is_set():  # leaving: the others stop counting this worker
+                try:
+                    await self._heartbeat()
+                except Exception as error:  # a missed heartbeat only delays balancing
+                    log.warning("heartbeat failed: %s", error)
             readers = list(self._readers.values())
             renewed = await _bounded(reader.held.renew for reader in readers)
             for reader, still_ours in zip(readers, renewed, strict=True):

@@ -50,6 +50,7 @@ class WorkerBeat:
 
     worker_id: str
     counter: int
+    streams: frozenset[str] = frozenset()  # the streams it reads: deployments can share a table
     renewed_at: float | None = field(default=None, compare=False)
 
     @property

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streamsync.leases.model import Lease
+from streamsync.leases.model import Lease, WorkerBeat
 
 
 class Observed(Protocol):
@@ -62,6 +62,15 @@ class ExpiryClock:
         return still
 
 
+def live_workers(
+    beats: Iterable[WorkerBeat], stale: dict[str, float], streams: Iterable[str]
+) -> set[str]:
+    """The workers whose heartbeats are fresh and that read at least one of `streams`: workers
+    of another deployment sharing the lease table do not count toward this one's share."""
+    mine = set(streams)
+    return {b.worker_id for b in beats if b.key not in stale and b.streams & mine}
+
+
 @dataclass
 class Plan:
     take: list[Lease] = field(default_factory=list)  # free or expired: take these
@@ -89,7 +98,7 @@ def plan(
     everyone = set(load) | set(workers) | {me}
     target = math.ceil(len(candidates) / len(everyone))
     mine = load[me]
-    if mine > target and any(load[worker] < target for worker in everyone):
+    if mine > target:  # then someone holds less: the leases fit workers * target
         return Plan(release=mine - target)
     if mine >= target:
         return Plan()

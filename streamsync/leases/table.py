@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ def _beat_from_item(item: dict[str, Any]) -> WorkerBeat:
     return WorkerBeat(
         worker_id=item["workerId"]["S"],
         counter=int(item["leaseCounter"]["N"]),
+        streams=frozenset(item.get("streams", {}).get("SS", [])),
         renewed_at=float(renewed["N"]) if renewed else None,
     )
 
@@ -141,17 +143,18 @@ class LeaseTable:
                 return scan
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def heartbeat(self, worker_id: str) -> None:
+    async def heartbeat(self, worker_id: str, streams: Iterable[str]) -> None:
         await self._client.update_item(
             TableName=self.name,
             Key={KEY: {"S": worker_key(worker_id)}},
             UpdateExpression=(
-                "SET kind = :kind, workerId = :id, renewedAt = :now, "
+                "SET kind = :kind, workerId = :id, streams = :streams, renewedAt = :now, "
                 "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
             ),
             ExpressionAttributeValues={
                 ":kind": {"S": WORKER_KIND},
                 ":id": {"S": worker_id},
+                ":streams": {"SS": sorted(streams)},
                 ":now": {"N": f"{time.time():.3f}"},
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},

@@ -137,10 +137,12 @@ def test_leases_are_judged_independently() -> None:
 def test_single_worker_takes_every_ready_free_lease() -> None:
     leases = _owned("s", None, 7)
     decided = plan(leases, "me", {}, _always)
-    assert _shards(decided.take) == _shards(leases)
+    # Free leases come in random order: every one of them, each once.
+    assert sorted(_shards(decided.take)) == sorted(_shards(leases))
     assert decided.steal is None
+    assert decided.release == 0
     # The leases are returned as seen, so the conditional take checks the right counter.
-    assert all(a is b for a, b in zip(decided.take, leases, strict=True))
+    assert {id(lease) for lease in decided.take} == {id(lease) for lease in leases}
 
 
 def test_nothing_to_do_without_leases() -> None:
@@ -190,7 +192,9 @@ def test_expired_before_free_longest_expired_first() -> None:
     expired = {e_recent.key: 30.0, e_old.key: 10.0, e_middle.key: 20.0}
     leases = [free[0], e_recent, free[1], e_old, free[2], e_middle]
     decided = plan(leases, "me", expired, _always)
-    assert _shards(decided.take) == ["e2", "e3", "e1", "f0", "f1", "f2"]  # alone: takes all 6
+    # Alone: takes all 6, the expired first (longest-expired first), then the free in any order.
+    assert _shards(decided.take)[:3] == ["e2", "e3", "e1"]
+    assert sorted(_shards(decided.take)[3:]) == ["f0", "f1", "f2"]
     # Holding 3 with a live worker holding 3: target ceil(12/2) = 6, room for 3: the expired.
     decided = plan([*leases, *_owned("me", "me", 3), *_owned("w", "w", 3)], "me", expired, _always)
     assert _shards(decided.take) == ["e2", "e3", "e1"]
@@ -226,7 +230,7 @@ def test_a_worker_holding_only_finished_leases_is_not_a_live_worker() -> None:
     finished = [_lease(f"done{i}", "w2", checkpoint=SHARD_END) for i in range(5)]
     free = _owned("f", None, 4)
     decided = plan([*finished, *free], "me", {}, _always)
-    assert _shards(decided.take) == _shards(free)  # alone: target 4
+    assert sorted(_shards(decided.take)) == _shards(free)  # alone: target 4
 
 
 def test_leases_that_are_not_ready_are_neither_taken_nor_counted() -> None:
@@ -235,7 +239,9 @@ def test_leases_that_are_not_ready_are_neither_taken_nor_counted() -> None:
     w2 = _owned("w", "w2", 2)
     decided = plan([*blocked, *free, *w2], "me", {}, _ready_unless(blocked))
     # Counted: 4 free + 2 held = 6, 2 workers: target 3. (Counting the blocked ones: 5.)
-    assert _shards(decided.take) == ["f0", "f1", "f2"]
+    taken = _shards(decided.take)
+    assert len(taken) == len(set(taken)) == 3
+    assert set(taken) <= set(_shards(free))
 
 
 def test_only_not_ready_leases_free_means_nothing_to_take() -> None:
@@ -356,11 +362,15 @@ def _balanced_loads(n: int, workers: int, rng: random.Random) -> list[int]:
     st.integers(min_value=0, max_value=2**32),
 )
 def test_balanced_state_is_stable_nobody_steals(n: int, workers: int, seed: int) -> None:
+    """Balanced: nobody takes, steals or releases, whether the workers are known only by the
+    leases they hold or also by their heartbeats (which adds those holding none)."""
     rng = random.Random(seed)
     loads = _balanced_loads(n, workers, rng)
     leases = [lease for w, load in enumerate(loads) for lease in _owned(f"w{w}-", f"w{w}", load)]
+    everyone = [f"w{w}" for w in range(workers)]
     for w in range(workers):
         assert plan(leases, f"w{w}", {}, _always, rng) == Plan()
+        assert plan(leases, f"w{w}", {}, _always, rng, workers=everyone) == Plan()
 
 
 @settings(max_examples=100, deadline=None)
@@ -405,3 +415,243 @@ def test_repeated_planning_converges_to_balance_and_then_stops(
     held = [counts[w] for w in workers]
     assert max(held) - min(held) <= 1, f"not balanced: {held}"
     assert sum(held) == n
+
+
+# plan: workers known by their heartbeats, and graceful release
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected_take"),
+    [
+        ((), 12),  # alone as far as it knows: target 12
+        (("a",), 6),  # ceil(12/2)
+        (("a", "b"), 4),  # ceil(12/3)
+        (("a", "b", "c", "d", "e"), 2),  # ceil(12/6)
+        (("me", "a", "a", "b"), 4),  # itself and duplicates count once: ceil(12/3)
+    ],
+)
+def test_heartbeat_only_workers_count_in_the_target(
+    workers: tuple[str, ...], expected_take: int
+) -> None:
+    free = _owned("f", None, 12)
+    decided = plan(free, "me", {}, _always, random.Random(0), workers=workers)
+    assert len(decided.take) == expected_take
+    assert decided.release == 0
+    assert decided.steal is None
+
+
+def test_a_heartbeat_worker_that_also_holds_leases_counts_once() -> None:
+    leases = [*_owned("w", "w2", 4), *_owned("f", None, 8)]
+    # Owners of live leases: {w2}; heartbeats: {w2, me}; target ceil(12/2) = 6, not ceil(12/3).
+    decided = plan(leases, "me", {}, _always, random.Random(0), workers=iter(["w2", "me"]))
+    assert len(decided.take) == 6
+
+
+def test_an_owner_whose_leases_expired_counts_while_its_heartbeat_is_fresh() -> None:
+    # Its leases stood still for a failover (say its renewals stall) but it still beats.
+    stalled = _owned("s", "stalled", 4)
+    expired = {lease.key: 1.0 for lease in stalled}
+    leases = [*stalled, *_owned("f", None, 4)]
+    assert len(plan(leases, "me", expired, _always).take) == 8  # alone: target 8
+    decided = plan(leases, "me", expired, _always, random.Random(0), workers=["stalled"])
+    assert len(decided.take) == 4  # target ceil(8/2)
+    assert {lease.owner for lease in decided.take} == {"stalled"}  # expired before free
+
+
+@pytest.mark.parametrize(
+    ("mine", "others", "workers", "expected_release"),
+    [
+        (10, {}, ("new",), 5),  # target ceil(10/2) = 5
+        (1_200, {}, ("w1", "w2", "w3"), 900),  # target 300: the 1 -> 4 join
+        (300, {"w1": 300, "w2": 300, "w3": 300}, tuple(f"n{i}" for i in range(6)), 180),
+        (12, {"w2": 4}, ("w3",), 6),  # target ceil(16/3) = 6
+        (7, {"w2": 3}, ("w2",), 2),  # target 5: w2 holds fewer (no newcomer needed)
+        (6, {"w2": 4}, (), 1),  # target 5: an owner below target counts without a heartbeat
+        (5, {"w2": 5}, ("new",), 1),  # target ceil(10/3) = 4
+        (4, {"w2": 4}, ("new", "w2"), 1),  # target ceil(8/3) = 3
+    ],
+)
+def test_releases_what_it_holds_above_target_when_someone_holds_less(
+    mine: int, others: dict[str, int], workers: tuple[str, ...], expected_release: int
+) -> None:
+    leases = _owned("m", "me", mine)
+    for worker, n in others.items():
+        leases += _owned(f"{worker}-", worker, n)
+    everyone = {"me", *others, *workers}
+    target = math.ceil(len(leases) / len(everyone))
+    assert expected_release == mine - target  # the table above is the rule
+    decided = plan(leases, "me", {}, _always, random.Random(0), workers=workers)
+    # A release plan does nothing else: the worker gives leases up, it takes and steals nothing.
+    assert decided == Plan(release=expected_release)
+
+
+def test_release_with_free_leases_around_stops_at_target() -> None:
+    # 10 held, 5 free, one newcomer: target ceil(15/2) = 8. The newcomer takes the 5 free ones
+    # and the 2 released, and ends one short of target, as the rounding allows.
+    leases = [*_owned("m", "me", 10), *_owned("f", None, 5)]
+    assert plan(leases, "me", {}, _always, workers=("new",)) == Plan(release=2)
+
+
+def test_finished_and_not_ready_leases_do_not_make_a_worker_release() -> None:
+    held = _owned("m", "me", 3)
+    finished = [_lease(f"done{i}", "me", checkpoint=SHARD_END) for i in range(6)]
+    blocked = [_lease(f"c{i}", None, parents=("p",)) for i in range(6)]
+    # Counted: my 3 open leases only; with a newcomer, target ceil(3/2) = 2: release 1.
+    decided = plan([*held, *finished, *blocked], "me", {}, _ready_unless(blocked), workers=["n"])
+    assert decided == Plan(release=1)
+
+
+@pytest.mark.parametrize(
+    ("mine", "others", "workers", "expected"),
+    [
+        (4, {"w2": 4, "w3": 4}, ("w2", "w3"), "nothing"),  # everyone at target 4
+        (4, {"w2": 4, "w3": 2}, ("w2", "w3"), "nothing"),  # target 4: w3 below, I am not above
+        (3, {"w2": 4}, ("new",), "nothing"),  # target ceil(7/3) = 3: w2 is above, not me
+        (2, {"w2": 6}, ("new",), "steal"),  # target ceil(8/3) = 3: below, nothing free
+        (1, {"w2": 3}, ("w2", "new"), "take"),  # plus 2 free: target ceil(6/3) = 2
+        (0, {}, ("a", "b"), "nothing"),  # nothing at all
+    ],
+)
+def test_no_release_at_or_below_target(
+    mine: int, others: dict[str, int], workers: tuple[str, ...], expected: str
+) -> None:
+    leases = _owned("m", "me", mine)
+    for worker, n in others.items():
+        leases += _owned(f"{worker}-", worker, n)
+    if expected == "take":
+        leases += _owned("f", None, 2)
+    decided = plan(leases, "me", {}, _always, random.Random(0), workers=workers)
+    assert decided.release == 0
+    assert (decided.steal is not None) is (expected == "steal")
+    assert bool(decided.take) is (expected == "take")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=4),
+    st.integers(min_value=0, max_value=30),
+)
+def test_released_leases_always_have_takers(loads: list[int], newcomers: int, free: int) -> None:
+    """On any snapshot, with every worker known by its heartbeat: a worker releases exactly what
+    it holds above target, only while another known worker holds less than target, and all the
+    leases released on one snapshot, plus the free ones, fit in the room of the workers below
+    target, so none is left behind for lack of a taker."""
+    leases = [*_owned("f", None, free)]
+    for w, load in enumerate(loads):
+        leases += _owned(f"w{w}-", f"w{w}", load)
+    known = [f"w{w}" for w in range(len(loads))] + [f"new{i}" for i in range(newcomers)]
+    held = Counter(lease.owner for lease in leases)
+    target = math.ceil(len(leases) / len(known))
+    released = 0
+    for me in known:
+        decided = plan(leases, me, {}, _always, random.Random(0), workers=known)
+        assert decided.release == max(0, held[me] - target)
+        if decided.release:
+            assert decided == Plan(release=decided.release)
+            assert any(held[w] < target for w in known if w != me)
+        released += decided.release
+    if all(held[w] >= target for w in known):
+        assert released == 0
+    room = sum(max(0, target - held[w]) for w in known)
+    assert released + free <= room
+
+
+# plan: random tie-breaking
+
+
+def test_workers_with_different_rngs_reach_for_different_free_leases() -> None:
+    free = _owned("f", None, 1_000)
+    workers = [f"w{i}" for i in range(10)]  # target ceil(1000/10) = 100
+    picks = {
+        me: set(_shards(plan(free, me, {}, _always, random.Random(seed), workers).take))
+        for seed, me in enumerate(workers)
+    }
+    assert all(len(p) == 100 for p in picks.values())
+    # In listing order they would all pick f0..f99. At random, two picks of 100 out of 1,000
+    # share about 10; all ten cover about 1000 * (1 - 0.9**10) = 651.
+    assert len(picks["w0"] & picks["w1"]) < 30
+    assert len(set().union(*picks.values())) > 550
+
+
+def test_a_fixed_rng_gives_a_reproducible_choice() -> None:
+    leases = [*_owned("f", None, 200), *_owned("w", "w2", 50)]
+    first = plan(leases, "me", {}, _always, random.Random(42), workers=["w2", "w3"])
+    again = plan(leases, "me", {}, _always, random.Random(42), workers=["w2", "w3"])
+    assert len(first.take) == math.ceil(250 / 3)
+    assert _shards(first.take) == _shards(again.take)
+    other = plan(leases, "me", {}, _always, random.Random(43), workers=["w2", "w3"])
+    assert _shards(other.take) != _shards(first.take)
+
+
+def test_expired_leases_with_equal_age_are_taken_in_random_order_but_before_free_ones() -> None:
+    dead = _owned("d", "dead", 30)
+    expired = {lease.key: 5.0 for lease in dead}  # all seen still since the same moment
+    leases = [*dead, *_owned("f", None, 30), *_owned("w", "w2", 10)]
+    # Workers: me, w2 (and the dead one is not counted): target ceil(70/2) = 35, room 35.
+    picks = []
+    for seed in range(5):
+        decided = plan(leases, "me", expired, _always, random.Random(seed), workers=["w2"])
+        assert len(decided.take) == 35
+        assert [lease.owner for lease in decided.take[:30]] == ["dead"] * 30
+        assert {lease.owner for lease in decided.take[30:]} == {None}
+        picks.append(_shards(decided.take))
+    assert len({tuple(p[:30]) for p in picks}) == 5  # the expired ones in a different order
+    assert len({tuple(sorted(p[30:])) for p in picks}) > 1  # and not always the same free ones
+
+
+def _converge_with_heartbeats(
+    owner: dict[str, str | None], workers: list[str], rng: random.Random, limit: int
+) -> tuple[int, int]:
+    """Every worker plans in turn on a fresh snapshot, knowing every worker by its heartbeat,
+    and applies its plan, releases included (at once). Returns (rounds until nothing changes,
+    rounds in which somebody released)."""
+    releasing_rounds = 0
+    for rounds in range(1, limit + 1):
+        changed = released = False
+        order = workers[:]
+        rng.shuffle(order)
+        for me in order:
+            leases = [_lease(s, o) for s, o in owner.items()]
+            decided = plan(leases, me, {}, _always, rng, workers=workers)
+            mine = [s for s, o in owner.items() if o == me]
+            for shard in rng.sample(mine, decided.release):
+                owner[shard] = None
+                changed = released = True
+            for lease in [*decided.take, *([decided.steal] if decided.steal else [])]:
+                owner[lease.shard_id] = me
+                changed = True
+        releasing_rounds += released
+        if not changed:
+            return rounds - 1, releasing_rounds
+    pytest.fail(f"still moving after {limit} rounds: {Counter(owner.values())}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=4),
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_with_heartbeats_and_release_balance_comes_in_a_few_rounds(
+    loads: list[int], newcomers: int, free: int, seed: int
+) -> None:
+    """Workers holding nothing are known by their heartbeats: the loaded ones release at once
+    and the newcomers fill up, so balance does not take one steal per lease. What is left is
+    the rounding: the last to fill up can be short by up to workers - 1 and steals that back one
+    lease per round (there is no release at target)."""
+    rng = random.Random(seed)
+    owner: dict[str, str | None] = {f"s{i}": None for i in range(free)}
+    for w, load in enumerate(loads):
+        owner.update({f"w{w}-{i}": f"w{w}" for i in range(load)})
+    workers = [f"w{w}" for w in range(len(loads))] + [f"new{i}" for i in range(newcomers)]
+    n = len(owner)
+    shortfall = len(workers) * math.ceil(n / len(workers)) - n if n else 0
+    rounds, releasing = _converge_with_heartbeats(owner, workers, rng, limit=4 * n + 10)
+    counts = Counter(owner.values())
+    assert counts[None] == 0, "free leases left behind"
+    held = [counts[w] for w in workers]
+    assert max(held) - min(held) <= 1, f"not balanced: {held}"
+    assert releasing <= 1, "released in more than one round: release overshot or oscillated"
+    assert rounds <= 2 + max(0, shortfall - 1), (rounds, shortfall, loads, newcomers, free)
