@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 export PYTHON
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format test test-fast services services-down lock clean
+.PHONY: help venv demo lint format test test-fast services services-down lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ $(INSTALLED): pyproject.toml constraints.txt
 	@scripts/setup-venv.sh
 
 venv: $(INSTALLED) ## create .venv and install streamsync with its test dependencies
+
+demo: $(INSTALLED) ## streamsync end to end on local services: writes, searches, updates, deletes
+	@$(BIN)/python scripts/demo.py
 
 lint: $(INSTALLED) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check streamsync tests

@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from streamsync.config import Config, TableConfig
 from streamsync.coordinator import Coordinator, Source
 from streamsync.errors import StreamsyncError
 from streamsync.leases.table import LeaseTable
+from streamsync.observability.http import HealthServer
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import on_retry
 from streamsync.sink.bulk import BulkIndexer
@@ -37,6 +39,7 @@ from streamsync.sink.elasticsearch import check_reachable, create_client, ensure
 from streamsync.sink.replay import Replayer, ReplayReport
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import AwsError, StreamsApi, TableStream
+from streamsync.status import rows as status_rows
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
 
 if TYPE_CHECKING:
@@ -59,9 +62,19 @@ def default_worker_id() -> str:
 
 
 class StreamSync:
-    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        """`registry`: the host's Prometheus registry (default: a new one); `serve_http=False`:
+        no /metrics, /healthz, /readyz server even if the configuration has an address."""
         self.config = config
         self.metrics = Metrics(registry)
+        self._serve_http = serve_http and config.observability.listen is not None
+        self.http: HealthServer | None = None
         self.worker_id = config.leases.worker_id or default_worker_id()
         self._stack = AsyncExitStack()
         self._stopping: asyncio.Event | None = None
@@ -198,7 +211,7 @@ class StreamSync:
         problems = await self.check()
         if problems:
             raise StreamsyncError("\n".join(problems))
-        on_retry.set(lambda what: self.metrics.retries.labels(what).inc())
+        on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
         sources = [await self._source(api, table) for table in self.config.tables]
         await self._leases.ensure_exists()
         assert self._dead_letters is not None
@@ -212,6 +225,7 @@ class StreamSync:
         sink = self._sink = BulkIndexer(
             es, self.config.bulk, self.metrics, self._reject_action, tombstones
         )
+        self.metrics.queue_depth(lambda: sink.outstanding)
         self.coordinator = Coordinator(
             config=self.config,
             worker_id=self.worker_id,
@@ -223,8 +237,17 @@ class StreamSync:
             stopping=self._stopping,
             on_rejected_record=self._reject_record,
         )
-        log.info("started", extra={"worker": self.worker_id, "tables": len(sources)})
         sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
+        if self._serve_http:
+            await self._start_http(lambda: not sink_task.done())
+        log.info(
+            "started",
+            extra={
+                "worker": self.worker_id,
+                "tables": len(sources),
+                "http_port": self.http.port if self.http else None,
+            },
+        )
         pruner = asyncio.create_task(_prune_hourly(tombstones), name="tombstone pruner")
         try:
             await _until_either(self.coordinator.run(), sink_task)
@@ -234,7 +257,27 @@ class StreamSync:
         finally:
             sink_task.cancel()
             pruner.cancel()
+            if self.http is not None:
+                await self.http.stop()
         log.info("stopped", extra={"worker": self.worker_id, **self._summary()})
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every lease of the configured tables, one row per shard (see `streamsync status`)."""
+        api, _ = self._require()
+        assert self._leases is not None
+        if not await self._leases.exists():
+            raise StreamsyncError(
+                f"lease table {self._leases.name}: not found; streamsync has not run with this "
+                "configuration yet (or leases.table names another table)"
+            )
+        scan = await self._leases.scan()
+        entries: list[dict[str, Any]] = []
+        for table in self.config.tables:
+            stream = (await self._source(api, table)).stream_arn
+            listed = {shard.shard_id for shard in await api.describe_shards(stream)}
+            leases = [lease for lease in scan.leases if lease.stream_arn == stream]
+            entries.extend(status_rows(table.table, leases, listed))
+        return entries
 
     async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
         """Re-drives the stored dead letters through the tables' current transforms."""
@@ -245,6 +288,19 @@ class StreamSync:
         }
         await Tombstones(es).ensure_template()
         return await Replayer(es, self.config, transformers).replay(dry_run)
+
+    async def _start_http(self, running: Callable[[], bool]) -> None:
+        listen = self.config.observability.listen
+        assert listen is not None
+        self.http = HealthServer(self.metrics.registry, self.readiness, running)
+        try:
+            await self.http.start(listen)
+        except OSError as error:
+            self.http = None
+            raise StreamsyncError(
+                f"observability.listen {listen}: cannot serve there ({error.strerror}); choose "
+                "another address, port 0 for any free port, or null for no HTTP server"
+            ) from error
 
     async def _source(self, api: StreamsApi, table: TableConfig) -> Source:
         stream = await api.describe_table(table.table)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from streamsync import __version__
 from streamsync.app import StreamSync
@@ -19,6 +21,7 @@ from streamsync.config import Config, load_config
 from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
 from streamsync.sink.replay import ReplayReport
+from streamsync.status import render as render_status
 
 log = logging.getLogger("streamsync")
 
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", "check the configuration, the tables, their streams and the cluster"),
     ):
         _common(commands.add_parser(name, help=summary, description=summary))
+    summary = "show the leases of the configured tables: shard, owner, state, checkpoint, lag"
+    status = _common(commands.add_parser("status", help=summary, description=summary))
+    status.add_argument("--json", action="store_true", help="one JSON document, for machines")
     dlq = commands.add_parser("dlq", help="dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="DLQ_COMMAND"
     )
@@ -78,6 +84,11 @@ async def _validate(config: Config) -> list[str]:
         return await sync.check()
 
 
+async def _status(config: Config) -> list[dict[str, Any]]:
+    async with StreamSync(config) as sync:
+        return await sync.status()
+
+
 async def _replay(config: Config, dry_run: bool) -> ReplayReport:
     async with StreamSync(config) as sync:
         return await sync.replay_dead_letters(dry_run)
@@ -96,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 return _fail("\n".join(problems), EXIT_PROBLEMS)
             print(f"{args.config}: ok ({len(config.tables)} table(s), cluster reachable)")
+            return 0
+        if args.command == "status":
+            entries = asyncio.run(_status(config))
+            print(json.dumps(entries, indent=2) if args.json else render_status(entries))
             return 0
         if args.command == "dlq":
             report = asyncio.run(_replay(config, args.dry_run))

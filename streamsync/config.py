@@ -42,6 +42,7 @@ __all__ = [
     "DeadLettersConfig",
     "ElasticsearchConfig",
     "LeasesConfig",
+    "ObservabilityConfig",
     "PollingConfig",
     "StartPosition",
     "TableConfig",
@@ -222,6 +223,8 @@ class TableConfig(_Section):
     that shard with an error (fail), or log the lost range and go on from the oldest record."""
     max_document_bytes: int | None = Field(default=None, ge=1)
     """Documents larger than this go to dead letters instead of Elasticsearch."""
+    trace_ids: list[str] = Field(default_factory=list)
+    """Document ids whose changes are logged at every stage (read ... checkpointed)."""
 
     @field_validator("stream_arn")
     @classmethod
@@ -282,6 +285,20 @@ class DeadLettersConfig(_Section):
         return self
 
 
+def _listen_address(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, like 0.0.0.0:9108 (port 0: any free port)")
+    return value
+
+
+class ObservabilityConfig(_Section):
+    """Where /metrics, /healthz and /readyz are served."""
+
+    listen: Annotated[str, AfterValidator(_listen_address)] | None = "127.0.0.1:9108"
+    """host:port; null: no HTTP server (embedded, the host serves its own registry)."""
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -292,6 +309,7 @@ class Config(_Section):
     bulk: BulkConfig = Field(default_factory=BulkConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
     dead_letters: DeadLettersConfig = Field(default_factory=DeadLettersConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     shutdown_grace_seconds: float = Field(default=30, gt=0, allow_inf_nan=False)
 

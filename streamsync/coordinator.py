@@ -192,6 +192,9 @@ class Coordinator:
             table=source.config.table,
         )
         source.listed = {s.shard_id for s in shards}
+        closed = sum(s.closed for s in shards)
+        self._metrics.shards.labels(source.config.table, "open").set(len(shards) - closed)
+        self._metrics.shards.labels(source.config.table, "closed").set(closed)
         for lease in await self._create_leases(source, shards, known):
             known[lease.shard_id] = lease
         await self._clean_up(source, known)

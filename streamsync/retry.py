@@ -22,7 +22,7 @@ BACKOFF = wait_random_exponential(multiplier=0.1, max=10)
 
 # Counts retries (by what was retried) for the StreamSync instance whose tasks are running: each
 # instance sets it in its own context, so instances side by side count separately.
-on_retry: ContextVar[Callable[[str], None] | None] = ContextVar("on_retry", default=None)
+on_retry: ContextVar[Callable[[str, str], None] | None] = ContextVar("on_retry", default=None)
 
 
 def _log_retry(what: str, fields: dict[str, object]) -> Callable[[RetryCallState], None]:
@@ -30,7 +30,7 @@ def _log_retry(what: str, fields: dict[str, object]) -> Callable[[RetryCallState
         error = state.outcome.exception() if state.outcome else None
         count = on_retry.get()
         if count is not None:
-            count(what)
+            count(what, str(fields.get("table", "")))
         log.warning(
             "%s failed, retrying: %s",
             what,

@@ -30,6 +30,7 @@ class HeldLease:
         self._lock = asyncio.Lock()
         self.lost = False
         self.renewed_at = time.monotonic()
+        self.iterator_age: Callable[[], float] = lambda: 0.0  # set by the shard's reader
 
     @property
     def fields(self) -> dict[str, object]:
@@ -70,7 +71,9 @@ class HeldLease:
             return True
 
     async def renew(self) -> bool:
-        return await self._write("lease renewal", self._table.renew)
+        return await self._write(
+            "lease renewal", lambda held: self._table.renew(held, self.iterator_age())
+        )
 
     async def checkpoint(self, position: Position) -> bool:
         return await self._write(

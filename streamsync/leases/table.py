@@ -61,6 +61,7 @@ def _from_item(item: dict[str, Any]) -> Lease:
     renewed = item.get("renewedAt")
     finished = item.get("finishedAt")
     failure = item.get("failure")
+    age = item.get("iteratorAgeSeconds")
     return Lease(
         stream_arn=item["streamArn"]["S"],
         shard_id=item["shardId"]["S"],
@@ -74,6 +75,7 @@ def _from_item(item: dict[str, Any]) -> Lease:
         renewed_at=float(renewed["N"]) if renewed else None,
         finished_at=float(finished["N"]) if finished else None,
         failure=failure["S"] if failure else None,
+        iterator_age=float(age["N"]) if age else None,
     )
 
 
@@ -246,13 +248,14 @@ class LeaseTable:
             remove="failure",
         )
 
-    async def renew(self, held: Lease) -> Lease:
+    async def renew(self, held: Lease, iterator_age: float = 0.0) -> Lease:
+        """Renews a held lease; the reader's iterator age goes along, for `streamsync status`."""
         now = time.time()
         return await self._update(
             held,
-            replace(held, counter=held.counter + 1, renewed_at=now),
-            "renewedAt = :now",
-            {":now": {"N": f"{now:.3f}"}},
+            replace(held, counter=held.counter + 1, renewed_at=now, iterator_age=iterator_age),
+            "renewedAt = :now, iteratorAgeSeconds = :age",
+            {":now": {"N": f"{now:.3f}"}, ":age": {"N": f"{iterator_age:.3f}"}},
         )
 
     async def checkpoint(self, held: Lease, checkpoint: str, version: int) -> Lease:

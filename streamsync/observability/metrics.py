@@ -1,12 +1,63 @@
 """Prometheus metrics of one streamsync instance.
 
 Each instance has its own registry (no global state), so a host service embedding streamsync can
-pass its own registry, and tests can run several instances side by side.
+pass its own registry, and tests can run several instances side by side. Names follow the
+Prometheus conventions: `streamsync_` prefix, `_total` counters, base units (`_seconds`, `_bytes`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+BYTES_BUCKETS = (1e3, 1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7)
+
+
+class IteratorAges(Collector):
+    """How far behind each shard's reader is: now minus the creation time of the last record
+    it read, or 0 once a poll came back empty (caught up). Computed when scraped, so an
+    idle-but-stuck reader shows a growing age; plus the maximum per table."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float | None] = {}
+
+    def read(self, table: str, shard: str, created: float | None) -> None:
+        """`created`: the last record's creation time, or None when caught up."""
+        self._last[(table, shard)] = created
+
+    def forget(self, table: str, shard: str) -> None:
+        self._last.pop((table, shard), None)
+
+    def age(self, table: str, shard: str) -> float:
+        created = self._last.get((table, shard))
+        return 0.0 if created is None else max(time.time() - created, 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        per_shard = GaugeMetricFamily(
+            "streamsync_iterator_age_seconds",
+            "Now minus the creation time of the last record read from the shard (0: caught up).",
+            labels=["table", "shard"],
+        )
+        per_table = GaugeMetricFamily(
+            "streamsync_iterator_age_max_seconds",
+            "The largest iterator age among the table's shards this worker reads.",
+            labels=["table"],
+        )
+        worst: dict[str, float] = {}
+        for table, shard in list(self._last):
+            age = self.age(table, shard)
+            per_shard.add_metric([table, shard], age)
+            worst[table] = max(worst.get(table, 0.0), age)
+        for table, age in worst.items():
+            per_table.add_metric([table], age)
+        yield per_shard
+        yield per_table
 
 
 class Metrics:
@@ -40,6 +91,12 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.retries = Counter(
+            "streamsync_retries",
+            "Retries of failed calls (throttling, server errors, unreachable services).",
+            ["operation", "table"],
+            registry=r,
+        )
         self.get_records_calls = Counter(
             "streamsync_get_records_calls", "GetRecords calls.", ["table"], registry=r
         )
@@ -49,10 +106,34 @@ class Metrics:
             ["table"],
             registry=r,
         )
-        self.retries = Counter(
-            "streamsync_retries",
-            "Retries of failed calls (throttling, server errors, unreachable services).",
-            ["operation"],
+        self.bulk_seconds = Histogram(
+            "streamsync_bulk_request_seconds",
+            "Time from sending a bulk request to its response.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bulk_actions = Histogram(
+            "streamsync_bulk_request_actions",
+            "Actions per bulk request.",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.bulk_bytes = Histogram(
+            "streamsync_bulk_request_bytes",
+            "Bytes per bulk request body.",
+            buckets=BYTES_BUCKETS,
+            registry=r,
+        )
+        self.lag = Histogram(
+            "streamsync_end_to_end_lag_seconds",
+            "From a change's creation in DynamoDB to its acknowledgement by Elasticsearch.",
+            ["table"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue = Gauge(
+            "streamsync_queue_actions",
+            "Actions waiting for, or in, a bulk request.",
             registry=r,
         )
         self.leases_held = Gauge(
@@ -61,6 +142,17 @@ class Metrics:
         self.leases_taken = Counter(
             "streamsync_leases_taken", "Shard leases this worker took.", registry=r
         )
+        self.shards = Gauge(
+            "streamsync_shards",
+            "Shards DescribeStream lists, by state.",
+            ["table", "state"],
+            registry=r,
+        )
+        self.iterator_ages = IteratorAges()
+        r.register(self.iterator_ages)
+
+    def queue_depth(self, depth: Callable[[], float]) -> None:
+        self.queue.set_function(depth)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent), for summaries and tests."""

@@ -201,11 +201,17 @@ class BulkIndexer:
                 body += b"\n"
             else:
                 body += self._tombstones.lines(action)
+        started = time.monotonic()
         try:
             response = await self._es.bulk(operations=[bytes(body)])  # type: ignore[list-item]
         except (TransportError, ApiError) as error:
             self._note_failure(f"bulk request failed: {error}")
             raise
+        finished = time.monotonic()
+        self._metrics.bulk_seconds.observe(finished - started)
+        self._metrics.bulk_actions.observe(len(entries))
+        self._metrics.bulk_bytes.observe(len(body))
+        now = time.time()
         items = iter(response["items"])
         retry: list[_Entry] = []
         created: list[Action] = []
@@ -219,7 +225,9 @@ class BulkIndexer:
             if status < 300 or status == 409 or (status == 404 and action.op == "delete"):
                 if outcome.get("result") == "created":
                     created.append(action)
-                self._count(action)
+                self._count(action, now)
+                if action.trace is not None:
+                    action.trace.stage("indexed", status=status, result=outcome.get("result"))
                 entry.acknowledge()
             elif _retryable(status, problem):
                 retry.append(entry)
@@ -241,11 +249,15 @@ class BulkIndexer:
             return status, problem
         return tombstone_status, tombstone.get("error")
 
-    def _count(self, action: Action) -> None:
+    def _count(self, action: Action, now: float) -> None:
+        table = action.origin.table
         if action.op == "index":
-            self._metrics.documents_indexed.labels(action.origin.table).inc()
+            self._metrics.documents_indexed.labels(table).inc()
         else:
-            self._metrics.documents_deleted.labels(action.origin.table).inc()
+            self._metrics.documents_deleted.labels(table).inc()
+        created = action.origin.record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+        if isinstance(created, int | float):
+            self._metrics.lag.labels(table).observe(max(now - created, 0.0))
 
     def _note_failure(self, reason: str) -> None:
         self.last_error = reason

@@ -21,6 +21,7 @@ from streamsync.leases.checkpoints import AckTracker, Position
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease
 from streamsync.observability.metrics import Metrics
+from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.source.client import AwsError, StreamsApi, is_transient
@@ -76,7 +77,9 @@ class ShardPoller:
         self._tracker.on_advance = self._acked_change.set
         self._last_read: int | None = None
         self._resumed_after_loss = False
+        self._traces: list[Trace] = []
         self._on_trimmed = transformer.config.on_trimmed
+        held.iterator_age = lambda: self.iterator_age
         self._written: Position | None = None
         lease = held.lease
         self._fields = {"table": lease.table, "shard": lease.shard_id}
@@ -114,6 +117,7 @@ class ShardPoller:
             raise
         finally:
             checkpointer.cancel()
+            self._metrics.iterator_ages.forget(self.lease.table, self.lease.shard_id)
 
     async def _poll(self) -> _Outcome:
         """Reads until the shard ends, a stop is asked for, or the lease may be someone else's."""
@@ -149,6 +153,7 @@ class ShardPoller:
                 return _Outcome.LEASE_GONE
             for record in page.records:
                 await self._process(record)
+            self._note_age(page.records)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
@@ -164,6 +169,20 @@ class ShardPoller:
                 async with asyncio.timeout(wait):
                     await self._stopping.wait()
         return _Outcome.STOPPED
+
+    def _note_age(self, records: list[dict[str, Any]]) -> None:
+        created = (
+            records[-1].get("dynamodb", {}).get("ApproximateCreationDateTime") if records else None
+        )
+        self._metrics.iterator_ages.read(
+            self.lease.table,
+            self.lease.shard_id,
+            float(created) if isinstance(created, int | float) else None,
+        )
+
+    @property
+    def iterator_age(self) -> float:
+        return self._metrics.iterator_ages.age(self.lease.table, self.lease.shard_id)
 
     async def _records_lost(self, error: AwsError) -> tuple[_Outcome | None, str | None]:
         """The position to read from fell out of the stream's retention (or the shard is gone):
@@ -237,6 +256,7 @@ class ShardPoller:
         self._last_read = seq
         self._metrics.records_read.labels(self.lease.table).inc()
         version = self._clock.next(float(change.get("ApproximateCreationDateTime", 0)))
+        trace = self._trace(record, seq)
         try:
             actions = await self._transformer.actions(record, self.lease.shard_id, version)
         except TransformError as error:
@@ -244,10 +264,24 @@ class ShardPoller:
                 self.lease.table, self.lease.shard_id, record, version, error
             )
             actions = []
+        if trace is not None:
+            trace.stage("transformed", actions=len(actions), version=version)
+            self._traces.append(trace)
         pending = self._tracker.register(seq, version, len(actions))
         for action in actions:
             action.ack = pending
+            action.trace = trace
             await self._sink.put(action)
+            if trace is not None:
+                trace.stage("queued", op=action.op, index=action.index)
+
+    def _trace(self, record: dict[str, Any], seq: int) -> Trace | None:
+        doc_id = self._transformer.traced_id(record)
+        if doc_id is None:
+            return None
+        trace = Trace(self.lease.table, self.lease.shard_id, seq, doc_id)
+        trace.stage("read", event=record.get("eventName"))
+        return trace
 
     async def _wait_acknowledged(self) -> None:
         while self._tracker.outstanding:
@@ -260,6 +294,10 @@ class ShardPoller:
             return
         if await self._held.checkpoint(position):
             self._written = position
+            done = [t for t in self._traces if t.sequence_number <= position.sequence_number]
+            for trace in done:
+                trace.stage("checkpointed", checkpoint=str(position.sequence_number))
+            self._traces = [t for t in self._traces if t not in done]
 
     async def _checkpoint_periodically(self) -> None:
         while True:

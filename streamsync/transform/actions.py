@@ -19,6 +19,7 @@ import orjson
 from streamsync.config import TableConfig
 from streamsync.errors import StreamsyncError
 from streamsync.leases.checkpoints import PendingRecord
+from streamsync.observability.trace import Trace
 from streamsync.transform.decode import decode_image
 from streamsync.transform.ids import document_id
 
@@ -48,6 +49,7 @@ class Action:
     source: bytes | None  # the encoded document, for index actions
     origin: Origin
     ack: PendingRecord | None = None
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,17 @@ class RecordTransformer:
         self._hook = hook
         self._include = config.include_fields
         self._exclude = config.exclude_fields
+        self._trace_ids = frozenset(config.trace_ids)
+
+    def traced_id(self, record: dict[str, Any]) -> str | None:
+        """The record's document id when it is one of the table's `trace_ids`."""
+        if not self._trace_ids:
+            return None
+        try:
+            doc_id = document_id(record["dynamodb"]["Keys"], self._hash_key, self._range_key)
+        except (KeyError, ValueError, TypeError):
+            return None
+        return doc_id if doc_id in self._trace_ids else None
 
     async def actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
         try:

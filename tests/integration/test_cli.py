@@ -33,6 +33,7 @@ def write_config(path: Path, moto_endpoint: str, es: str, leases: str, tables: A
                 "elasticsearch": {"hosts": [es]},
                 "leases": {"table": leases},
                 "tables": tables,
+                "observability": {"listen": "127.0.0.1:0"},
             }
         )
     )

@@ -201,6 +201,7 @@ async def test_workers_balance_fail_over_and_hand_off(
                         "index_mappings": {"dynamic": False},
                     }
                 ],
+                "observability": {"listen": "127.0.0.1:0"},
             }
         )
     )

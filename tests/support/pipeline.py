@@ -37,6 +37,7 @@ def config_document(
         "elasticsearch": {"hosts": [es_url]},
         "leases": {"table": lease_table, **sections.pop("leases", {})},
         "tables": tables,
+        "observability": {"listen": "127.0.0.1:0"},
         **sections,
     }
 

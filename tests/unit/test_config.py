@@ -34,10 +34,10 @@ SECRET = "s3cr3t-Zq9-DO-NOT-PRINT"
 
 TABLE_KEYS = (
     "table, index, stream_arn, start_position, include_fields, exclude_fields, index_settings, "
-    "index_mappings, ttl_expirations, transform, on_trimmed, max_document_bytes"
+    "index_mappings, ttl_expirations, transform, on_trimmed, max_document_bytes, trace_ids"
 )
 TOP_KEYS = (
-    "aws, elasticsearch, leases, tables, bulk, polling, dead_letters, "
+    "aws, elasticsearch, leases, tables, bulk, polling, dead_letters, observability, "
     "checkpoint_interval_seconds, shutdown_grace_seconds"
 )
 
@@ -96,6 +96,7 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
         "transform": None,
         "on_trimmed": "fail",
         "max_document_bytes": None,
+        "trace_ids": [],
     }
     assert config.bulk.model_dump() == {
         "max_actions": 1000,

@@ -1,0 +1,71 @@
+"""`streamsync status`: the lease table as an operator wants to see it, per table and shard."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from streamsync.leases.model import Lease
+from streamsync.source.shards import ready_to_read
+
+COLUMNS = ("table", "shard", "parent", "owner", "state", "checkpoint", "renewed", "lag")
+
+
+def lease_state(lease: Lease, by_shard: dict[str, Lease], listed: set[str]) -> str:
+    if lease.finished:
+        return "finished"
+    if lease.failure is not None:
+        return f"failed: {lease.failure}"
+    if lease.owner is not None:
+        return "reading"
+    return "free" if ready_to_read(lease, by_shard, listed) else "waiting for parent"
+
+
+def rows(
+    table: str, leases: list[Lease], listed: set[str], now: float | None = None
+) -> list[dict[str, Any]]:
+    now = time.time() if now is None else now
+    by_shard = {lease.shard_id: lease for lease in leases}
+    return [
+        {
+            "table": table,
+            "shard": lease.shard_id,
+            "parent": ",".join(lease.parent_shard_ids) or None,
+            "owner": lease.owner,
+            "state": lease_state(lease, by_shard, listed),
+            "checkpoint": lease.checkpoint,
+            "renewed_seconds_ago": (
+                round(now - lease.renewed_at, 1) if lease.renewed_at is not None else None
+            ),
+            "lag_seconds": lease.iterator_age if lease.owner is not None else None,
+        }
+        for lease in sorted(leases, key=lambda lease: lease.shard_id)
+    ]
+
+
+def render(entries: list[dict[str, Any]]) -> str:
+    """A plain terminal table."""
+
+    def cell(value: Any, suffix: str = "") -> str:
+        return "-" if value is None else f"{value}{suffix}"
+
+    lines = [
+        [
+            entry["table"],
+            entry["shard"],
+            cell(entry["parent"]),
+            cell(entry["owner"]),
+            entry["state"],
+            entry["checkpoint"],
+            cell(entry["renewed_seconds_ago"], " s ago"),
+            cell(entry["lag_seconds"], " s"),
+        ]
+        for entry in entries
+    ]
+    widths = [max(len(str(row[i])) for row in [list(COLUMNS), *lines]) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            str(value).ljust(width) for value, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in [list(COLUMNS), *lines]
+    )
