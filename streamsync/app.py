@@ -75,6 +75,7 @@ class StreamSync:
         self.metrics = Metrics(registry)
         self._serve_http = serve_http and config.observability.listen is not None
         self.http: HealthServer | None = None
+        self.started: asyncio.Event | None = None  # set once run() serves and reads
         self.worker_id = config.leases.worker_id or default_worker_id()
         self._stack = AsyncExitStack()
         self._stopping: asyncio.Event | None = None
@@ -111,6 +112,7 @@ class StreamSync:
         self._stack.push_async_callback(self._es.close)
         self._dead_letters = DeadLetters(self._es, self.config.dead_letters, self.metrics)
         self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
         return self
 
     async def __aexit__(
@@ -240,6 +242,8 @@ class StreamSync:
         sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
         if self._serve_http:
             await self._start_http(lambda: not sink_task.done())
+        assert self.started is not None
+        self.started.set()
         log.info(
             "started",
             extra={

@@ -155,6 +155,11 @@ async def running(config: Config) -> AsyncIterator[StreamSync]:
     """streamsync embedded in the test's loop; stopped gracefully (and checked) on exit."""
     async with StreamSync(config) as sync:
         task = asyncio.create_task(sync.run())
+        assert sync.started is not None
+        started = asyncio.create_task(sync.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # run() failed before it started: raise its error here
         try:
             yield sync
         finally:

@@ -356,7 +356,9 @@ def _get_shard_iterator(self: DynamoDBStreamsHandler) -> str:
     return json.dumps({"ShardIterator": token})
 
 
-def _epoch(value: datetime) -> float:
+def _epoch(value: datetime | float) -> float:
+    if isinstance(value, int | float):
+        return round(float(value), 3)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return round(value.timestamp(), 3)
