@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 from prometheus_client import CollectorRegistry
 
+from streamsync.backfill import Backfill, Progress, terminal
 from streamsync.config import Config, TableConfig
 from streamsync.coordinator import Coordinator, Source
 from streamsync.errors import StreamsyncError
@@ -41,6 +43,7 @@ from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import AwsError, StreamsApi, TableStream
 from streamsync.status import rows as status_rows
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
+from streamsync.verify import Verifier, VerifyReport
 
 if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
@@ -84,6 +87,7 @@ class StreamSync:
         self._leases: LeaseTable | None = None
         self._dead_letters: DeadLetters | None = None
         self._sink: BulkIndexer | None = None
+        self._tombstones: Tombstones | None = None
         self.coordinator: Coordinator | None = None
 
     async def __aenter__(self) -> StreamSync:
@@ -215,18 +219,10 @@ class StreamSync:
             raise StreamsyncError("\n".join(problems))
         on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
         sources = [await self._source(api, table) for table in self.config.tables]
-        await self._leases.ensure_exists()
-        assert self._dead_letters is not None
-        await self._dead_letters.ensure_index()
-        tombstones = Tombstones(es)
-        await tombstones.ensure_template()
+        sink = self._sink = await self._prepare_sink(es)
+        tombstones = self._tombstones
+        assert tombstones is not None
         await tombstones.prune()
-        for table in self.config.tables:
-            if await ensure_index(es, table):
-                log.info("created index", extra={"index": table.index, "table": table.table})
-        sink = self._sink = BulkIndexer(
-            es, self.config.bulk, self.metrics, self._reject_action, tombstones
-        )
         self.metrics.queue_depth(lambda: sink.outstanding)
         self.coordinator = Coordinator(
             config=self.config,
@@ -283,6 +279,97 @@ class StreamSync:
             entries.extend(status_rows(table.table, leases, listed))
         return entries
 
+    async def backfill(
+        self,
+        tables: list[str] | None = None,
+        segments: int = 4,
+        restart: bool = False,
+        rate_limit: float | None = None,
+    ) -> dict[str, int]:
+        """Scans the tables (all configured, or those named) into their indexes; resumes an
+        interrupted backfill unless `restart`. Returns the items indexed per table."""
+        api, es = self._require()
+        selected = [t for t in self.config.tables if tables is None or t.table in tables]
+        unknown = set(tables or []) - {t.table for t in self.config.tables}
+        if unknown:
+            raise StreamsyncError(f"--table {', '.join(sorted(unknown))}: not in the configuration")
+        problems = await self.check()
+        if problems:
+            raise StreamsyncError("\n".join(problems))
+        on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
+        sink = await self._prepare_sink(es)
+        lanes = asyncio.create_task(sink.run(), name="bulk indexer")
+        counts: dict[str, int] = {}
+        try:
+            for table in selected:
+                source = await self._source(api, table)
+                assert self._leases is not None
+                backfill = Backfill(
+                    api=api,
+                    leases=self._leases,
+                    sink=sink,
+                    transformer=source.transformer,
+                    hash_key=source.stream.hash_key,
+                    range_key=source.stream.range_key,
+                    on_rejected_record=self._reject_record,
+                    rate_limit=rate_limit,
+                )
+                expected = await api.item_count(table.table)
+                counts[table.table] = await backfill.run(
+                    segments, restart, Progress(table.table, expected, terminal())
+                )
+            await sink.drain()
+            await sink.close()
+            await lanes
+        finally:
+            lanes.cancel()
+        return counts
+
+    async def _prepare_sink(self, es: AsyncElasticsearch) -> BulkIndexer:
+        """The lease table, dead letters, tombstones and target indexes in place; a bulk
+        indexer writing to them."""
+        assert self._leases is not None
+        assert self._dead_letters is not None
+        await self._leases.ensure_exists()
+        await self._dead_letters.ensure_index()
+        tombstones = Tombstones(es)
+        await tombstones.ensure_template()
+        for table in self.config.tables:
+            if await ensure_index(es, table):
+                log.info("created index", extra={"index": table.index, "table": table.table})
+        self._tombstones = tombstones
+        return BulkIndexer(es, self.config.bulk, self.metrics, self._reject_action, tombstones)
+
+    async def verify(
+        self, tables: list[str] | None = None, repair: bool = False
+    ) -> list[VerifyReport]:
+        """Compares each table with its index; with `repair`, fixes what differs."""
+        api, es = self._require()
+        selected = [t for t in self.config.tables if tables is None or t.table in tables]
+        sink = await self._prepare_sink(es) if repair else None
+        lanes = asyncio.create_task(sink.run()) if sink is not None else None
+        reports = []
+        try:
+            for table in selected:
+                source = await self._source(api, table)
+                verifier = Verifier(
+                    api=api,
+                    es=es,
+                    transformer=source.transformer,
+                    key_types=source.stream.key_types,
+                    hash_key=source.stream.hash_key,
+                    range_key=source.stream.range_key,
+                    sink=sink,
+                )
+                reports.append(await verifier.verify())
+            if sink is not None and lanes is not None:
+                await sink.close()
+                await lanes
+        finally:
+            if lanes is not None:
+                lanes.cancel()
+        return reports
+
     async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
         """Re-drives the stored dead letters through the tables' current transforms."""
         api, es = self._require()
@@ -309,14 +396,7 @@ class StreamSync:
     async def _source(self, api: StreamsApi, table: TableConfig) -> Source:
         stream = await api.describe_table(table.table)
         if table.stream_arn is not None:
-            stream = TableStream(
-                stream.table,
-                table.stream_arn,
-                stream.stream_enabled,
-                stream.view_type,
-                stream.hash_key,
-                stream.range_key,
-            )
+            stream = replace(stream, stream_arn=table.stream_arn)
         where = f"tables[{self.config.tables.index(table)}].transform"
         hook = load_hook(table.transform, where) if table.transform else None
         transformer = RecordTransformer(table, stream.hash_key, stream.range_key, hook)

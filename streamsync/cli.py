@@ -22,6 +22,7 @@ from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
 from streamsync.sink.replay import ReplayReport
 from streamsync.status import render as render_status
+from streamsync.verify import VerifyReport
 
 log = logging.getLogger("streamsync")
 
@@ -41,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", "check the configuration, the tables, their streams and the cluster"),
     ):
         _common(commands.add_parser(name, help=summary, description=summary))
+    summary = "index the items the tables already hold (parallel Scan), resumable"
+    backfill = _common(commands.add_parser("backfill", help=summary, description=summary))
+    backfill.add_argument(
+        "--table", action="append", help="only this table (repeatable; default: all)"
+    )
+    backfill.add_argument("--segments", type=int, default=4, help="parallel Scan segments")
+    backfill.add_argument("--restart", action="store_true", help="start over, not resume")
+    backfill.add_argument(
+        "--rate-limit", type=float, default=None, help="items read per second, at most"
+    )
+    summary = "compare the tables with their indexes; exit 1 when they drifted apart"
+    verify = _common(commands.add_parser("verify", help=summary, description=summary))
+    verify.add_argument("--table", action="append", help="only this table (repeatable)")
+    verify.add_argument("--repair", action="store_true", help="fix what differs")
+    verify.add_argument("--json", action="store_true", help="one JSON document, for machines")
     summary = "show the leases of the configured tables: shard, owner, state, checkpoint, lag"
     status = _common(commands.add_parser("status", help=summary, description=summary))
     status.add_argument("--json", action="store_true", help="one JSON document, for machines")
@@ -84,6 +100,16 @@ async def _validate(config: Config) -> list[str]:
         return await sync.check()
 
 
+async def _backfill(config: Config, args: argparse.Namespace) -> dict[str, int]:
+    async with StreamSync(config) as sync:
+        return await sync.backfill(args.table, args.segments, args.restart, args.rate_limit)
+
+
+async def _verify(config: Config, args: argparse.Namespace) -> list[VerifyReport]:
+    async with StreamSync(config) as sync:
+        return await sync.verify(args.table, args.repair)
+
+
 async def _status(config: Config) -> list[dict[str, Any]]:
     async with StreamSync(config) as sync:
         return await sync.status()
@@ -108,6 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail("\n".join(problems), EXIT_PROBLEMS)
             print(f"{args.config}: ok ({len(config.tables)} table(s), cluster reachable)")
             return 0
+        if args.command == "backfill":
+            counts = asyncio.run(_backfill(config, args))
+            for table, count in counts.items():
+                print(f"backfill {table}: {count} items indexed")
+            return 0
+        if args.command == "verify":
+            reports = asyncio.run(_verify(config, args))
+            if args.json:
+                print(json.dumps([{**vars(r), "drift": r.drift} for r in reports], indent=2))
+            else:
+                print("\n".join(report.summary() for report in reports))
+            drifted = any(r.drift for r in reports)
+            return EXIT_PROBLEMS if drifted and not args.repair else 0
         if args.command == "status":
             entries = asyncio.run(_status(config))
             print(json.dumps(entries, indent=2) if args.json else render_status(entries))

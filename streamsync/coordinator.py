@@ -368,10 +368,10 @@ class Coordinator:
                     await self._heartbeat()
                 except Exception as error:  # a missed heartbeat only delays balancing
                     log.warning("heartbeat failed: %s", error)
-            readers = list(self._readers.values())
+            readers = [r for r in self._readers.values() if not r.held.closed]
             renewed = await _bounded(reader.held.renew for reader in readers)
             for reader, still_ours in zip(readers, renewed, strict=True):
-                if not still_ours:
+                if not still_ours and not reader.held.closed:  # lost, not finished meanwhile
                     reader.task.cancel()
 
     async def _stop_readers(self) -> None:

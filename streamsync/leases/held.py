@@ -29,6 +29,7 @@ class HeldLease:
         self._failover = failover_seconds
         self._lock = asyncio.Lock()
         self.lost = False
+        self.closed = False  # finished, failed or released: it must never be written again
         self.renewed_at = time.monotonic()
         self.iterator_age: Callable[[], float] = lambda: 0.0  # set by the shard's reader
 
@@ -47,6 +48,8 @@ class HeldLease:
 
     async def _write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
         async with self._lock:
+            if self.closed:
+                return False
             if self.lost or self.expired_locally():
                 self.lost = True
                 return False
@@ -70,6 +73,12 @@ class HeldLease:
             self.renewed_at = started
             return True
 
+    async def _last_write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
+        """A write after which the lease is no longer this worker's to write."""
+        written = await self._write(what, write)
+        self.closed = True
+        return written
+
     async def renew(self) -> bool:
         return await self._write(
             "lease renewal", lambda held: self._table.renew(held, self.iterator_age())
@@ -84,12 +93,12 @@ class HeldLease:
         )
 
     async def finish(self, version: int) -> bool:
-        return await self._write("shard end", lambda held: self._table.finish(held, version))
+        return await self._last_write("shard end", lambda held: self._table.finish(held, version))
 
     async def fail(self, reason: str) -> bool:
-        return await self._write(
+        return await self._last_write(
             "marking the lease failed", lambda held: self._table.fail(held, reason)
         )
 
     async def release(self) -> bool:
-        return await self._write("lease release", self._table.release)
+        return await self._last_write("lease release", self._table.release)

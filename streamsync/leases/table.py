@@ -23,12 +23,30 @@ if TYPE_CHECKING:
 
 KEY = "leaseKey"
 WORKER_KIND = "worker"
+BACKFILL_KIND = "backfill"
 
 
 @dataclass(frozen=True)
 class LeaseScan:
     leases: list[Lease]
     workers: list[WorkerBeat]
+
+
+@dataclass(frozen=True)
+class SegmentProgress:
+    """How far one segment of a table's backfill scan got: its checkpoint."""
+
+    table: str
+    segments: int
+    segment: int
+    started_at: float  # when the backfill began: its images' version comes from it
+    last_key: str | None = None  # JSON of the Scan's LastEvaluatedKey; None: from the start
+    done: bool = False
+    items: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"backfill|{self.table}|{self.segments}|{self.segment}"
 
 
 class LeaseLost(Exception):
@@ -137,13 +155,59 @@ class LeaseTable:
         while True:
             page = await self._client.scan(**kwargs)
             for item in page.get("Items", []):
-                if item.get("kind", {}).get("S") == WORKER_KIND:
+                kind = item.get("kind", {}).get("S")
+                if kind == WORKER_KIND:
                     scan.workers.append(_beat_from_item(item))
-                else:
+                elif kind is None:
                     scan.leases.append(_from_item(item))
             if "LastEvaluatedKey" not in page:
                 return scan
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def backfill_progress(self, table: str) -> list[SegmentProgress]:
+        found: list[SegmentProgress] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "ConsistentRead": True,
+            "FilterExpression": "kind = :kind AND tableName = :table",
+            "ExpressionAttributeValues": {":kind": {"S": BACKFILL_KIND}, ":table": {"S": table}},
+        }
+        while True:
+            page = await self._client.scan(**kwargs)
+            for item in page.get("Items", []):
+                found.append(
+                    SegmentProgress(
+                        table=table,
+                        segments=int(item["segments"]["N"]),
+                        segment=int(item["segment"]["N"]),
+                        started_at=float(item["startedAt"]["N"]),
+                        last_key=item["lastKey"]["S"] if "lastKey" in item else None,
+                        done=item["done"]["BOOL"],
+                        items=int(item["items"]["N"]),
+                    )
+                )
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def save_progress(self, progress: SegmentProgress) -> None:
+        item: dict[str, Any] = {
+            KEY: {"S": progress.key},
+            "kind": {"S": BACKFILL_KIND},
+            "tableName": {"S": progress.table},
+            "segments": {"N": str(progress.segments)},
+            "segment": {"N": str(progress.segment)},
+            "startedAt": {"N": f"{progress.started_at:.3f}"},
+            "done": {"BOOL": progress.done},
+            "items": {"N": str(progress.items)},
+        }
+        if progress.last_key is not None:
+            item["lastKey"] = {"S": progress.last_key}
+        await self._client.put_item(TableName=self.name, Item=item)
+
+    async def clear_backfill(self, table: str) -> None:
+        for progress in await self.backfill_progress(table):
+            await self._client.delete_item(TableName=self.name, Key={KEY: {"S": progress.key}})
 
     async def heartbeat(self, worker_id: str, streams: Iterable[str]) -> None:
         await self._client.update_item(

@@ -10,6 +10,7 @@ is stored does the shard's checkpoint move past it. `streamsync dlq replay` re-d
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import time
@@ -62,11 +63,20 @@ class DeadLetter:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Whatever a hook or a client left in the record (bytes, say) must not keep it from
+        # being stored: such values are stored as text.
+        data: dict[str, Any] = orjson.loads(orjson.dumps(asdict(self), default=_as_text))
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeadLetter:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
 
 
 def _transient(error: BaseException) -> bool:

@@ -17,8 +17,14 @@ from streamsync.errors import StreamsyncError
 
 
 def create_client(config: ElasticsearchConfig) -> AsyncElasticsearch:
-    # streamsync retries itself (forever, visibly); the client's own retries would hide outages.
-    return AsyncElasticsearch(**config.client_kwargs(), max_retries=0, retry_on_timeout=False)
+    # streamsync retries itself (forever, visibly); the client's own retries would hide outages,
+    # and its dead-node back-off (up to 30 s) would delay recovery after one.
+    return AsyncElasticsearch(
+        **config.client_kwargs(),
+        max_retries=0,
+        retry_on_timeout=False,
+        max_dead_node_backoff=2.0,
+    )
 
 
 def describe_hosts(config: ElasticsearchConfig) -> str:

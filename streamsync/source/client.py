@@ -8,7 +8,7 @@ botocore's per-field parsing. Every other call is rare and goes through aiobotoc
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -99,6 +99,7 @@ class TableStream:
     view_type: str | None
     hash_key: str
     range_key: str | None
+    key_types: dict[str, str] = field(default_factory=dict)  # key attribute -> S, N or B
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,60 @@ class StreamsApi:
             view_type=spec.get("StreamViewType"),
             hash_key=keys["HASH"],
             range_key=keys.get("RANGE"),
+            key_types={
+                a["AttributeName"]: a["AttributeType"]
+                for a in description.get("AttributeDefinitions", [])
+                if a["AttributeName"] in keys.values()
+            },
         )
+
+    async def item_count(self, table: str) -> int:
+        """DynamoDB's approximate item count (refreshed about every six hours on AWS)."""
+        try:
+            description = (await self._dynamodb.describe_table(TableName=table))["Table"]
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+        return int(description.get("ItemCount", 0))
+
+    async def scan_page(
+        self, table: str, segment: int, segments: int, start_key: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of one segment of a parallel Scan: (items, the key to continue from)."""
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "Segment": segment,
+            "TotalSegments": segments,
+            "ConsistentRead": True,
+        }
+        if start_key is not None:
+            kwargs["ExclusiveStartKey"] = start_key
+        try:
+            page = await self._dynamodb.scan(**kwargs)
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+        return list(page.get("Items", [])), page.get("LastEvaluatedKey")
+
+    async def existing_keys(self, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of up to 100 keys that the table holds (BatchGetItem, keys only)."""
+        names = sorted({name for key in keys for name in key})
+        aliases = {f"#k{i}": name for i, name in enumerate(names)}
+        request: dict[str, Any] = {
+            table: {
+                "Keys": keys,
+                "ProjectionExpression": ", ".join(aliases),
+                "ExpressionAttributeNames": aliases,
+                "ConsistentRead": True,
+            }
+        }
+        found: list[dict[str, Any]] = []
+        while request:
+            try:
+                page = await self._dynamodb.batch_get_item(RequestItems=request)
+            except ClientError as error:
+                raise AwsError.from_client_error(error) from error
+            found.extend(page.get("Responses", {}).get(table, []))
+            request = dict(page.get("UnprocessedKeys") or {})
+        return found
 
     async def describe_shards(self, stream_arn: str) -> list[Shard]:
         """Every shard DescribeStream lists, following its pages."""

@@ -97,10 +97,12 @@ class ShardPoller:
                 return
             if outcome is _Outcome.FAILED:
                 await self._wait_acknowledged()
+                checkpointer.cancel()
                 await self._checkpoint()
                 await self._held.fail("records lost: trimmed before they were read")
                 return
             await self._wait_acknowledged()
+            checkpointer.cancel()  # the lease's last write is one of those below
             if outcome is _Outcome.SHARD_END:
                 if await self._held.finish(self._clock.last):
                     log.info("shard read to its end", extra=self._fields)

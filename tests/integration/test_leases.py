@@ -252,10 +252,21 @@ async def test_workers_balance_fail_over_and_hand_off(
         # SIGTERM: leases are released after the final checkpoint and taken within a cycle,
         # without waiting for a failover time.
         asked = loop.time()
-        assert workers[1].stop(signal.SIGTERM) == 0
+        workers[1].popen.send_signal(signal.SIGTERM)
+
+        async def released_by(name: str) -> bool:
+            rows = await lease_rows(clients, lease_table)
+            return all(row["owner"] != name for row in active(rows))
+
+        figures["drain and release after SIGTERM (s)"] = await wait_for(
+            lambda: released_by("w2"), 60, "the stopping worker released its leases"
+        )
+        released = loop.time()
         await wait_for(lambda: all_taken_from("w2"), 60, "the released leases taken")
+        figures["released leases taken after (s)"] = loop.time() - released
+        assert workers[1].stop(signal.SIGTERM) == 0
+        assert figures["released leases taken after (s)"] < FAILOVER, "no failover wait"
         figures["hand-off after SIGTERM (s)"] = loop.time() - asked
-        assert figures["hand-off after SIGTERM (s)"] < FAILOVER
 
     await wait_until_equal(
         clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
@@ -436,3 +447,52 @@ async def test_finished_leases_are_deleted_only_once_safe(
         await wait_until_equal(
             clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
         )
+
+
+async def test_a_finished_lease_stays_finished_while_its_children_are_looked_up(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    es: AsyncElasticsearch,
+    index_name: str,
+) -> None:
+    """Looking up an ended shard's children is slowed down (a delay on DescribeStream with a
+    ShardFilter); meanwhile no periodic checkpoint or renewal may touch the finished lease, or
+    SHARD_END would be overwritten and the closed shard read again (found by the chaos test)."""
+    shape = TableShape(aws.unique_name("finish"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=20, seed=1)
+    lease_table = aws.unique_name("leases")
+    history = streams_server.faults.record_writes(lease_table)
+    streams_server.faults.inject(
+        "DescribeStream", delay=2.0, times=100, match=lambda r: "ShardFilter" in r.body
+    )
+    config = make_config(
+        moto_endpoint,
+        es_url(),
+        lease_table,
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+        leases={"worker_id": "solo"},
+        checkpoint_interval_seconds=0.5,
+    )
+    sim = streams_sim.stream_of(shape.name)
+    async with running(config):
+        await workload.run(100)
+        root = sim.open_shards()[0].shard_id
+        sim.split(root, 2)
+        await workload.run(30)
+        await wait_until_equal(
+            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        )
+        await asyncio.sleep(3)  # checkpoint and renewal rounds after the end
+    root_writes = [
+        w
+        for w in history
+        if w.status == 200 and (w.after or {}).get("shardId", {}).get("S") == root
+    ]
+    ended = [
+        i for i, w in enumerate(root_writes) if (w.after or {})["checkpoint"]["S"] == "SHARD_END"
+    ]
+    assert ended, "the root was read to its end"
+    after_end = root_writes[ended[0] + 1 :]
+    assert after_end == [], f"the finished lease was written again: {after_end}"

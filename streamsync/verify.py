@@ -1,0 +1,254 @@
+"""`streamsync verify`: is the index still what the table says it should be?
+
+Both sides are streamed, never held: the table is read page by page (a Scan), each page's
+expected documents (through the table's transform) are fetched from Elasticsearch by id (mget)
+and compared; then the index is read page by page (a point-in-time search) and each page's keys
+are looked up in DynamoDB (BatchGetItem) to find documents the table does not have. Memory stays
+bounded by a page whatever the table's size. `--repair` re-indexes the missing and different
+items (with the version a backfill started now would give: any newer stream change outranks it)
+and deletes the extra documents (at the current second's version, with a tombstone).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
+
+from streamsync.backfill import SOURCE, scanned_record
+from streamsync.leases.checkpoints import AckTracker
+from streamsync.retry import retry_transient
+from streamsync.sink.bulk import BulkIndexer
+from streamsync.source.client import StreamsApi, is_transient
+from streamsync.transform.actions import Action, Origin, RecordTransformer, TransformError
+from streamsync.transform.ids import document_id
+from streamsync.transform.versions import version_floor
+
+log = logging.getLogger("streamsync.verify")
+
+PAGE = 500
+SAMPLES = 5
+
+
+@dataclass
+class VerifyReport:
+    table: str
+    index: str
+    table_items: int = 0
+    index_documents: int = 0
+    missing: int = 0
+    different: int = 0
+    extra: int = 0
+    unverifiable: int = 0  # documents whose key cannot be told (hashed id, key fields excluded)
+    samples: dict[str, list[str]] = field(
+        default_factory=lambda: {"missing": [], "different": [], "extra": []}
+    )
+    repaired: int = 0
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.missing or self.different or self.extra)
+
+    def note(self, kind: str, doc_id: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.samples[kind]) < SAMPLES:
+            self.samples[kind].append(doc_id)
+
+    def summary(self) -> str:
+        text = (
+            f"verify {self.table} -> {self.index}: {self.table_items} items, "
+            f"{self.index_documents} documents; missing {self.missing}, different "
+            f"{self.different}, extra {self.extra}"
+        )
+        if self.unverifiable:
+            text += f", unverifiable {self.unverifiable}"
+        if self.repaired:
+            text += f"; repaired {self.repaired}"
+        for kind, ids in self.samples.items():
+            if ids:
+                text += f"\n  {kind}: {', '.join(ids)}"
+        return text
+
+
+def _key_value(value: Any, kind: str) -> dict[str, Any]:
+    """A document's key field (decoded JSON) back to DynamoDB JSON of the table's key type."""
+    if kind == "S":
+        return {"S": str(value)}
+    if kind == "N":
+        return {"N": value if isinstance(value, str) else format(Decimal(str(value)), "f")}
+    return {"B": base64.b64decode(value) if isinstance(value, str) else value}
+
+
+def _split_id(doc_id: str) -> list[str]:
+    """Undoes `hash|range` escaping: splits on unescaped '|' and unescapes."""
+    parts, current, escaped = [], "", False
+    for char in doc_id:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "|":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        api: StreamsApi,
+        es: AsyncElasticsearch,
+        transformer: RecordTransformer,
+        key_types: dict[str, str],
+        hash_key: str,
+        range_key: str | None,
+        sink: BulkIndexer | None,
+    ) -> None:
+        self._api = api
+        self._es = es
+        self._transformer = transformer
+        self._config = transformer.config
+        self._key_types = key_types
+        self._hash_key = hash_key
+        self._range_key = range_key
+        self._sink = sink  # None: report only
+        self._started = time.time()
+        self._tracker = AckTracker()
+
+    async def verify(self) -> VerifyReport:
+        report = VerifyReport(self._config.table, self._config.index)
+        await self._es.indices.refresh(index=self._config.index)
+        async for items in self._table_pages():
+            report.table_items += len(items)
+            await self._compare(items, report)
+        async for hits in self._index_pages():
+            report.index_documents += len(hits)
+            await self._find_extra(hits, report)
+        if self._sink is not None:
+            await self._sink.drain()
+        return report
+
+    async def _table_pages(self) -> AsyncIterator[list[dict[str, Any]]]:
+        start: dict[str, Any] | None = None
+        while True:
+            items, start = await retry_transient(
+                lambda key=start: self._api.scan_page(self._config.table, 0, 1, key),  # type: ignore[misc]
+                "verify Scan",
+                is_transient,
+                table=self._config.table,
+            )
+            yield items
+            if start is None:
+                return
+
+    async def _expected(self, item: dict[str, Any]) -> Action | None:
+        keys = {k: item[k] for k in (self._hash_key, self._range_key) if k and k in item}
+        record = scanned_record(item, keys, self._started)
+        version = version_floor(self._started) - 1
+        try:
+            actions = await self._transformer.actions(record, SOURCE, version)
+        except TransformError:
+            return None  # a dead letter, not a document
+        own = [a for a in actions if a.index == self._config.index]
+        return own[0] if own and own[0].op == "index" else None
+
+    async def _compare(self, items: list[dict[str, Any]], report: VerifyReport) -> None:
+        expected = [a for a in [await self._expected(item) for item in items] if a is not None]
+        if not expected:
+            return
+        found = await retry_transient(
+            lambda: self._es.mget(index=self._config.index, ids=[a.doc_id for a in expected]),
+            "verify mget",
+            lambda error: isinstance(error, TransportError | ApiError),
+        )
+        for action, doc in zip(expected, found["docs"], strict=True):
+            if not doc.get("found"):
+                report.note("missing", action.doc_id)
+            elif doc["_source"] != orjson.loads(action.source or b"{}"):
+                report.note("different", action.doc_id)
+            else:
+                continue
+            await self._repair(action, report)
+
+    async def _index_pages(self) -> AsyncIterator[list[dict[str, Any]]]:
+        pit = (await self._es.open_point_in_time(index=self._config.index, keep_alive="2m"))["id"]
+        try:
+            after: list[Any] | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "pit": {"id": pit, "keep_alive": "2m"},
+                    "size": PAGE,
+                    "sort": ["_shard_doc"],
+                }
+                if after is not None:
+                    kwargs["search_after"] = after
+                page = await self._es.search(**kwargs)
+                hits = page["hits"]["hits"]
+                if not hits:
+                    return
+                yield hits
+                after = hits[-1]["sort"]
+        finally:
+            await self._es.close_point_in_time(id=pit)
+
+    def _key_of(self, hit: dict[str, Any]) -> dict[str, Any] | None:
+        names = [n for n in (self._hash_key, self._range_key) if n]
+        source = hit.get("_source") or {}
+        if all(name in source for name in names):
+            return {n: _key_value(source[n], self._key_types[n]) for n in names}
+        doc_id = hit["_id"]
+        if doc_id.startswith("sha256:"):
+            return None
+        parts = [doc_id] if self._range_key is None else _split_id(doc_id)
+        if len(parts) != len(names):
+            return None
+        return {n: _key_value(p, self._key_types[n]) for n, p in zip(names, parts, strict=True)}
+
+    async def _find_extra(self, hits: list[dict[str, Any]], report: VerifyReport) -> None:
+        keyed = [(hit, self._key_of(hit)) for hit in hits]
+        report.unverifiable += sum(key is None for _, key in keyed)
+        lookups = [(hit, key) for hit, key in keyed if key is not None]
+        for start in range(0, len(lookups), 100):
+            chunk = lookups[start : start + 100]
+            present = await self._present([key for _, key in chunk])
+            for hit, _ in chunk:
+                if hit["_id"] not in present:
+                    report.note("extra", hit["_id"])
+                    await self._delete(hit["_id"], report)
+
+    async def _present(self, keys: list[dict[str, Any]]) -> set[str]:
+        """The document ids of those keys that the table has."""
+        found = await retry_transient(
+            lambda: self._api.existing_keys(self._config.table, keys),
+            "verify BatchGetItem",
+            is_transient,
+            table=self._config.table,
+        )
+        return {document_id(key, self._hash_key, self._range_key) for key in found}
+
+    async def _repair(self, action: Action, report: VerifyReport) -> None:
+        if self._sink is None:
+            return
+        action.ack = self._tracker.register(0, action.version, 1)
+        await self._sink.put(action)
+        report.repaired += 1
+
+    async def _delete(self, doc_id: str, report: VerifyReport) -> None:
+        if self._sink is None:
+            return
+        version = version_floor(time.time())
+        origin = Origin(self._config.table, SOURCE, 0, {})
+        action = Action("delete", self._config.index, doc_id, version, None, origin)
+        await self._repair(action, report)
