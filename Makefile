@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 export PYTHON
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo lint format test test-fast services services-down lock clean
+.PHONY: help venv demo bench bench-quick lint format test test-fast services services-down lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,14 +19,20 @@ venv: $(INSTALLED) ## create .venv and install streamsync with its test dependen
 demo: $(INSTALLED) ## streamsync end to end on local services: writes, searches, updates, deletes
 	@$(BIN)/python scripts/demo.py
 
+bench: $(INSTALLED) ## benchmarks (not part of make test): throughput, CPU, latency, idle, scale
+	@$(BIN)/python bench/run.py
+
+bench-quick: $(INSTALLED) ## the same, smaller: under 5 minutes
+	@$(BIN)/python bench/run.py --quick
+
 lint: $(INSTALLED) ## ruff check, ruff format --check, mypy --strict
-	$(BIN)/ruff check streamsync tests
-	$(BIN)/ruff format --check streamsync tests
+	$(BIN)/ruff check streamsync tests bench scripts
+	$(BIN)/ruff format --check streamsync tests bench scripts
 	$(BIN)/mypy --strict streamsync
 
 format: $(INSTALLED) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix streamsync tests
-	$(BIN)/ruff format streamsync tests
+	$(BIN)/ruff check --fix streamsync tests bench scripts
+	$(BIN)/ruff format streamsync tests bench scripts
 
 test: lint ## lint, then the whole suite against a real Elasticsearch node and moto (CI runs this)
 	@scripts/run-tests.sh

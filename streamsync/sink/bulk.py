@@ -71,6 +71,27 @@ def _retryable(status: int, error: dict[str, Any] | None) -> bool:
     return status == 429 or status >= 500 or (error or {}).get("type") in RETRYABLE_ITEM_ERRORS
 
 
+def bulk_body(actions: list[Action], tombstones: Tombstones) -> bytes:
+    """The NDJSON body of a bulk request: each action with its external version, and each
+    delete's tombstone."""
+    body = bytearray()
+    for action in actions:
+        meta = {
+            "_index": action.index,
+            "_id": action.doc_id,
+            "version": action.version,
+            "version_type": "external",
+        }
+        body += orjson.dumps({action.op: meta})
+        body += b"\n"
+        if action.source is not None:
+            body += action.source
+            body += b"\n"
+        else:
+            body += tombstones.lines(action)
+    return bytes(body)
+
+
 class BulkIndexer:
     def __init__(
         self,
@@ -185,25 +206,10 @@ class BulkIndexer:
 
     async def _send_once(self, entries: list[_Entry]) -> list[_Entry]:
         """Sends one bulk request; returns the entries to retry."""
-        body = bytearray()
-        for entry in entries:
-            action = entry.action
-            meta = {
-                "_index": action.index,
-                "_id": action.doc_id,
-                "version": action.version,
-                "version_type": "external",
-            }
-            body += orjson.dumps({action.op: meta})
-            body += b"\n"
-            if action.source is not None:
-                body += action.source
-                body += b"\n"
-            else:
-                body += self._tombstones.lines(action)
+        body = bulk_body([entry.action for entry in entries], self._tombstones)
         started = time.monotonic()
         try:
-            response = await self._es.bulk(operations=[bytes(body)])  # type: ignore[list-item]
+            response = await self._es.bulk(operations=[body])  # type: ignore[list-item]
         except (TransportError, ApiError) as error:
             self._note_failure(f"bulk request failed: {error}")
             raise

@@ -1,0 +1,541 @@
+"""`make bench`: throughput, CPU per record, latency, idle cost and scale, each as a ratio or a
+figure measured side by side in one run (the machine is shared and noisy).
+
+    python bench/run.py [--quick] [--only NAME ...]
+
+Starts its own Elasticsearch node and a moto server (for the lease table), serves the stream
+from bench/replay_server.py, runs `streamsync run` as real processes, prints a table and writes
+bench-results/<time>.json. Nothing here is a test: it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+from aiohttp import web
+from boto3.dynamodb.types import TypeDeserializer
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.replay_server import ReplaySource
+from streamsync.config import parse_config
+from streamsync.sink.bulk import bulk_body
+from streamsync.sink.tombstones import Tombstones
+from streamsync.transform.actions import RecordTransformer
+from streamsync.transform.versions import VersionClock
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Services:
+    """Elasticsearch (its own node) and a moto server for the lease table."""
+
+    def __init__(self) -> None:
+        self.es_url = ""
+        self.moto_url = ""
+        self._moto: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Services:
+        script = str(ROOT / "scripts" / "elasticsearch.sh")
+        started = subprocess.run(
+            [script, "start", "bench", "0", "--fresh"], check=True, capture_output=True, text=True
+        )
+        self.es_url = started.stdout.strip().splitlines()[-1]
+        port = free_port()
+        self._moto = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.moto_url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._moto is not None:
+            self._moto.terminate()
+            self._moto.wait()
+        subprocess.run([str(ROOT / "scripts" / "elasticsearch.sh"), "stop", "bench"], check=False)
+
+
+class Worker:
+    """A `streamsync run` process: its metrics, its CPU time."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self._log_path = log
+        self._log = log.open("w")
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        self.process = subprocess.Popen(
+            [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"],
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+        )
+        self.port = 0
+
+    async def started(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in self._log_path.read_text().splitlines():
+                if '"message":"started"' in line:
+                    self.port = int(json.loads(line)["http_port"])
+                    return
+            if self.process.poll() is not None:
+                raise SystemExit(f"streamsync exited: {self._log_path.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        raise SystemExit("streamsync did not start")
+
+    async def metrics(self, http: aiohttp.ClientSession) -> dict[str, float]:
+        async with http.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+            text = await response.text()
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = sample.name + "".join(f"|{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[key] = sample.value
+        return values
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+
+def indexed(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("streamsync_documents_indexed_total"))
+
+
+class Bench:
+    def __init__(self, services: Services, quick: bool, work: Path) -> None:
+        self.services = services
+        self.quick = quick
+        self.work = work
+        self.runs = 0
+
+    async def serve(self, source: ReplaySource) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(source.app(), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner, f"http://127.0.0.1:{port}"
+
+    def config(self, endpoint: str, table: str, index: str, **extra: Any) -> Path:
+        self.runs += 1
+        path = self.work / f"tables-{self.runs}.yaml"
+        document = {
+            "aws": {"region": "us-east-1", "endpoint_url": endpoint},
+            "elasticsearch": {"hosts": [self.services.es_url]},
+            "leases": {"table": f"bench-leases-{self.runs}", "failover_seconds": 10},
+            "tables": [{"table": table, "index": index}],
+            "observability": {"listen": "127.0.0.1:0"},
+            **extra,
+        }
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def worker(self, config: Path) -> Worker:
+        return Worker(config, self.work / f"{config.stem}-{time.monotonic_ns()}.log")
+
+    # --- 1. throughput ----------------------------------------------------------------
+    async def throughput(self) -> dict[str, Any]:
+        records = 30_000 if self.quick else 150_000
+        source = ReplaySource("bench-throughput", 8, self.services.moto_url)
+        source.add(records, created=time.time())
+        es = AsyncElasticsearch(self.services.es_url, request_timeout=120)
+        try:
+            docs = source.documents()
+            ceiling_seconds = await self._bulk_load(es, "bench-ceiling", docs)
+            stream_seconds = await self._stream_load(source, "bench-stream", records)
+        finally:
+            await es.close()
+        ceiling = records / ceiling_seconds
+        stream = records / stream_seconds
+        return {
+            "records": records,
+            "ceiling_records_per_second": round(ceiling),
+            "streamsync_records_per_second": round(stream),
+            "ratio_to_ceiling": round(stream / ceiling, 3),
+            "target_ratio": 0.9,
+        }
+
+    async def _bulk_load(
+        self, es: AsyncElasticsearch, index: str, docs: list[tuple[str, dict[str, Any]]]
+    ) -> float:
+        """The best plain client path: async_bulk, chunks of 1,000, four requests at once."""
+        await es.options(ignore_status=404).indices.delete(index=index)
+        await es.indices.create(index=index)
+        parts = [docs[i::4] for i in range(4)]
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                async_bulk(
+                    es,
+                    ({"_index": index, "_id": i, "_source": d} for i, d in part),
+                    chunk_size=1000,
+                )
+                for part in parts
+            )
+        )
+        return time.monotonic() - started
+
+    async def _stream_load(self, source: ReplaySource, index: str, records: int) -> float:
+        runner, endpoint = await self.serve(source)
+        worker = self.worker(self.config(endpoint, source.table, index))
+        try:
+            await worker.started()
+            async with aiohttp.ClientSession() as http:
+                first = 0.0
+                while (done := indexed(await worker.metrics(http))) < records:
+                    if done and not first:
+                        first = time.monotonic()
+                    await asyncio.sleep(0.05)
+                return time.monotonic() - (first or time.monotonic())
+        finally:
+            worker.stop()
+            await runner.cleanup()
+
+    # --- 2. CPU per record ------------------------------------------------------------
+    def cpu_per_record(self) -> dict[str, Any]:
+        pages = 10 if self.quick else 40
+        source = ReplaySource("bench-cpu", 1, self.services.moto_url)
+        source.add(pages * 1000, created=time.time())
+        shard = source.shards[0]
+        bodies = [
+            b'{"Records":[' + b",".join(shard.records[i : i + 1000]) + b"]}"
+            for i in range(0, len(shard.records), 1000)
+        ]
+        count = len(shard.records)
+        config = parse_config(
+            yaml.safe_dump(
+                {
+                    "aws": {"region": "us-east-1"},
+                    "elasticsearch": {"hosts": ["http://127.0.0.1:9200"]},
+                    "tables": [{"table": "ttt", "index": "t"}],
+                }
+            )
+        )
+        transformer = RecordTransformer(config.tables[0], "pk", None, None)
+        tombstones = Tombstones(None)  # type: ignore[arg-type]
+
+        def ours() -> None:
+            clock = VersionClock()
+            for body in bodies:
+                actions = []
+                for record in orjson.loads(body)["Records"]:
+                    version = clock.next(record["dynamodb"]["ApproximateCreationDateTime"])
+                    actions.extend(_completed(transformer.actions(record, "s", version)))
+                bulk_body(actions, tombstones)
+
+        finals = [_plain_decoded(orjson.loads(r)["dynamodb"]["NewImage"]) for r in shard.records]
+
+        def floor() -> None:
+            for body in bodies:
+                orjson.loads(body)
+            orjson.dumps(finals)
+
+        deserializer = TypeDeserializer()
+
+        def lambda_sample() -> None:
+            for body in bodies:
+                for record in json.loads(body)["Records"]:
+                    image = record["dynamodb"]["NewImage"]
+                    document = {k: deserializer.deserialize(v) for k, v in image.items()}
+                    action = {"index": {"_index": "t", "_id": document["pk"]}}
+                    json.dumps(action)
+                    json.dumps(document, default=_decimal)
+
+        timings = {
+            name: _best_of(fn, 3) / count * 1e6
+            for name, fn in [
+                ("floor", floor),
+                ("streamsync", ours),
+                ("lambda_sample", lambda_sample),
+            ]
+        }
+        return {
+            "records": count,
+            "floor_us": round(timings["floor"], 2),
+            "streamsync_us": round(timings["streamsync"], 2),
+            "lambda_sample_us": round(timings["lambda_sample"], 2),
+            "ratio_to_floor": round(timings["streamsync"] / timings["floor"], 2),
+            "speedup_over_lambda_sample": round(
+                timings["lambda_sample"] / timings["streamsync"], 2
+            ),
+            "target_ratio": 2.0,
+        }
+
+    # --- 3. latency --------------------------------------------------------------------
+    async def latency(self) -> dict[str, Any]:
+        rate, duration = 1000, (15 if self.quick else 60)
+        source = ReplaySource("bench-latency", 8, self.services.moto_url)
+        runner, endpoint = await self.serve(source)
+        index = "bench-latency"
+        worker = self.worker(self.config(endpoint, source.table, index))
+        es = AsyncElasticsearch(self.services.es_url)
+        searchable: list[float] = []
+        try:
+            await worker.started()
+            async with aiohttp.ClientSession() as http:
+                while (await worker.metrics(http)).get("streamsync_leases_held", 0) < 8:
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2)
+                generator = asyncio.create_task(source.live(rate, duration))
+                seen: set[str] = set()
+                give_up = float("inf")
+                while True:
+                    sample = [k for i, k in enumerate(source.created) if i % 20 == 0]
+                    waiting = [k for k in sample if k not in seen]
+                    if waiting:
+                        found = await es.options(ignore_status=404).search(
+                            index=index, query={"ids": {"values": waiting[-200:]}}, size=200
+                        )
+                        now = time.time()
+                        for hit in found.get("hits", {}).get("hits", []):
+                            seen.add(hit["_id"])
+                            searchable.append(now - source.created[hit["_id"]])
+                    if generator.done():
+                        give_up = min(give_up, time.monotonic() + 10)
+                        if not waiting or time.monotonic() > give_up:
+                            break
+                    await asyncio.sleep(0.02)
+                lag = await worker.metrics(http)
+        finally:
+            await es.close()
+            worker.stop()
+            await runner.cleanup()
+        p50, p99 = _histogram_quantiles(lag, "streamsync_end_to_end_lag_seconds", (0.5, 0.99))
+        searchable.sort()
+        return {
+            "rate_records_per_second": rate,
+            "seconds": duration,
+            "acknowledged_p50_ms": round(p50 * 1000, 1),
+            "acknowledged_p99_ms": round(p99 * 1000, 1),
+            "searchable_p50_ms": round(statistics.median(searchable) * 1000, 1),
+            "searchable_p99_ms": round(searchable[int(len(searchable) * 0.99) - 1] * 1000, 1),
+            "searchable_samples": len(searchable),
+            "targets_ms": {"acknowledged_p50": 100, "acknowledged_p99": 500},
+        }
+
+    # --- 4. idle cost ------------------------------------------------------------------
+    async def idle(self) -> dict[str, Any]:
+        shards, measure = 1000, (10 if self.quick else 30)
+        source = ReplaySource("bench-idle", shards, self.services.moto_url)
+        runner, endpoint = await self.serve(source)
+        worker = self.worker(self.config(endpoint, source.table, "bench-idle"))
+        try:
+            await worker.started()
+            async with aiohttp.ClientSession() as http:
+                while (await worker.metrics(http)).get("streamsync_leases_held", 0) < shards:
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(5)  # every reader settled into its idle back-off
+                cpu, calls, started = (
+                    worker.cpu_seconds(),
+                    source.get_records_calls,
+                    time.monotonic(),
+                )
+                await asyncio.sleep(measure)
+                elapsed = time.monotonic() - started
+                busy = (worker.cpu_seconds() - cpu) / elapsed
+                polls = (source.get_records_calls - calls) / elapsed
+                source.add(1, remember=True)
+                written = time.monotonic()
+                while indexed(await worker.metrics(http)) < 1:
+                    await asyncio.sleep(0.01)
+                reached = time.monotonic() - written
+        finally:
+            worker.stop()
+            await runner.cleanup()
+        return {
+            "idle_shards": shards,
+            "cpu_percent_of_one_core": round(busy * 100, 1),
+            "get_records_per_second": round(polls),
+            "record_indexed_after_seconds": round(reached, 2),
+            "targets": {"cpu_percent": 5, "indexed_within_seconds": 2},
+        }
+
+    # --- 5. scale ----------------------------------------------------------------------
+    async def scale(self) -> dict[str, Any]:
+        records = 20_000 if self.quick else 100_000
+        results: dict[str, Any] = {"records": records}
+        for workers in (1, 2, 4):
+            source = ReplaySource(f"bench-scale-{workers}", 16, self.services.moto_url)
+            source.add(records, created=time.time())
+            runner, endpoint = await self.serve(source)
+            config = self.config(endpoint, source.table, f"bench-scale-{workers}")
+            fleet = [self.worker(config) for _ in range(workers)]
+            try:
+                for worker in fleet:
+                    await worker.started()
+                async with aiohttp.ClientSession() as http:
+                    first = 0.0
+                    while True:
+                        done = sum([indexed(await w.metrics(http)) for w in fleet])
+                        if done and not first:
+                            first = time.monotonic()
+                        if done >= records:
+                            break
+                        await asyncio.sleep(0.05)
+                    results[f"workers_{workers}_records_per_second"] = round(
+                        records / (time.monotonic() - first)
+                    )
+            finally:
+                for worker in fleet:
+                    worker.stop()
+                await runner.cleanup()
+        return results
+
+
+def _completed(coroutine: Any) -> Any:
+    """The result of a coroutine that never suspends, as the poller's `await` gets it, without
+    an event loop round trip per record (which the poller does not pay)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the transform suspended")
+
+
+def _plain_decoded(image: dict[str, Any]) -> dict[str, Any]:
+    from streamsync.transform.decode import decode_image
+
+    return decode_image(image)
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, set):
+        return sorted(value)
+    raise TypeError(type(value))
+
+
+def _best_of(function: Any, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _histogram_quantiles(
+    metrics: dict[str, float], name: str, quantiles: tuple[float, ...]
+) -> list[float]:
+    """Quantiles from a Prometheus histogram's cumulative buckets, interpolated linearly."""
+    buckets: dict[float, float] = {}
+    for key, value in metrics.items():
+        if key.startswith(f"{name}_bucket"):
+            bound = key.split("le=")[1].split("|")[0]
+            upper = float("inf") if bound == "+Inf" else float(bound)
+            buckets[upper] = buckets.get(upper, 0) + value
+    bounds = sorted(buckets)
+    total = buckets[float("inf")]
+    out = []
+    for q in quantiles:
+        rank, lower, below = q * total, 0.0, 0.0
+        for upper in bounds:
+            count = buckets[upper]
+            if count >= rank:
+                if upper == float("inf"):
+                    out.append(lower)
+                else:
+                    out.append(lower + (upper - lower) * (rank - below) / max(count - below, 1e-9))
+                break
+            lower, below = upper, count
+    return out
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "streamsync": version("streamsync"),
+        "elasticsearch_client": version("elasticsearch"),
+        "aiobotocore": version("aiobotocore"),
+        "orjson": version("orjson"),
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["benchmark            figure"]
+    for name, figures in results.items():
+        if name == "environment":
+            continue
+        for key, value in figures.items():
+            lines.append(f"{name:<20} {key} = {value}")
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under 5 minutes")
+    parser.add_argument(
+        "--only", nargs="*", choices=["cpu", "throughput", "latency", "idle", "scale"]
+    )
+    args = parser.parse_args()
+    work = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    random.seed(1)
+    results: dict[str, Any] = {"environment": environment()}
+    with Services() as services:
+        results["environment"]["elasticsearch_server"] = services.es_url
+        bench = Bench(services, args.quick, work)
+        chosen = args.only or ["cpu", "throughput", "latency", "idle", "scale"]
+        for name in chosen:
+            started = time.monotonic()
+            if name == "cpu":
+                results[name] = bench.cpu_per_record()
+            else:
+                results[name] = await getattr(bench, name)()
+            results[name]["bench_seconds"] = round(time.monotonic() - started, 1)
+            print(render({name: results[name]}), flush=True)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {(work / 'results.json').relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
