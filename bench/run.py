@@ -398,8 +398,8 @@ class Bench:
         records = 20_000 if self.quick else 100_000
         results: dict[str, Any] = {"records": records}
         for workers in (1, 2, 4):
+            # Steady state: the workers share the 16 shards evenly before the records arrive.
             source = ReplaySource(f"bench-scale-{workers}", 16, self.services.moto_url)
-            source.add(records, created=time.time())
             runner, endpoint = await self.serve(source)
             config = self.config(endpoint, source.table, f"bench-scale-{workers}")
             fleet = [self.worker(config) for _ in range(workers)]
@@ -407,16 +407,19 @@ class Bench:
                 for worker in fleet:
                     await worker.started()
                 async with aiohttp.ClientSession() as http:
-                    first = 0.0
                     while True:
-                        done = sum([indexed(await w.metrics(http)) for w in fleet])
-                        if done and not first:
-                            first = time.monotonic()
-                        if done >= records:
+                        held = [
+                            (await w.metrics(http)).get("streamsync_leases_held", 0) for w in fleet
+                        ]
+                        if sum(held) == 16 and max(held) - min(held) <= 1:
                             break
+                        await asyncio.sleep(0.2)
+                    source.add(records)
+                    started = time.monotonic()
+                    while sum([indexed(await w.metrics(http)) for w in fleet]) < records:
                         await asyncio.sleep(0.05)
                     results[f"workers_{workers}_records_per_second"] = round(
-                        records / (time.monotonic() - first)
+                        records / (time.monotonic() - started)
                     )
             finally:
                 for worker in fleet:

@@ -106,8 +106,10 @@ class StreamSync:
         )
         http = await self._stack.enter_async_context(
             aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30, connect=5),
-                connector=aiohttp.TCPConnector(limit=200),
+                # `connect` would also count the wait for a pooled connection, which a thousand
+                # idle shards polling at once make long: time the TCP connect alone.
+                timeout=aiohttp.ClientTimeout(total=30, sock_connect=5),
+                connector=aiohttp.TCPConnector(limit=256),
             )
         )
         self._api = StreamsApi(dynamodb, streams, await session.get_credentials(), http)

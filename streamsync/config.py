@@ -248,7 +248,7 @@ class BulkConfig(_Section):
 
     max_actions: int = Field(default=1000, ge=1, le=10000)
     max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    flush_interval_seconds: float = Field(default=0.05, gt=0, le=10)
+    flush_interval_seconds: float = Field(default=0.02, gt=0, le=10)
     max_in_flight: int = Field(default=4, ge=1, le=64)
     """Concurrent bulk requests."""
     queue_size: int = Field(default=10000, ge=1)
@@ -259,7 +259,7 @@ class PollingConfig(_Section):
     """How shards are read."""
 
     max_records: int = Field(default=1000, ge=1, le=1000)
-    idle_wait_min_seconds: float = Field(default=0.1, ge=0, allow_inf_nan=False)
+    idle_wait_min_seconds: float = Field(default=0.05, ge=0, allow_inf_nan=False)
     idle_wait_max_seconds: float = Field(default=1.0, allow_inf_nan=False, validate_default=True)
 
     @field_validator("idle_wait_max_seconds")

@@ -93,6 +93,41 @@ def stream_records(table: str) -> int:
     return sum(len(shard.records) for shard in streams_sim.stream_of(table).shards)
 
 
+async def stop_mid_run_and_restart(
+    signum: int,
+    clients: aws.Clients,
+    moto_endpoint: str,
+    es: AsyncElasticsearch,
+    index_name: str,
+    tmp_path: Path,
+    processes: list[Process],
+) -> tuple[str, Process, Process]:
+    """Stops a `streamsync run` with `signum` while records flow, restarts it once the writes
+    are done, and waits until the index equals the table. Returns (table, first, second)."""
+    shape = TableShape(aws.unique_name(f"stop{signum}"))
+    await aws.create_stream_table(clients.dynamodb, shape.name)
+    workload = Workload(clients.dynamodb, shape, keys=50, seed=signum)
+    config = write_config(
+        tmp_path / "tables.yaml",
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+    )
+    first = await start_and_wait_reading(processes, config, tmp_path / "first.log")
+    writes = asyncio.create_task(workload.run(1500, concurrency=2))
+    await asyncio.sleep(3)  # mid-run: records flowing
+    assert first.signal(signum) == (0 if signum == signal.SIGTERM else -signum)
+    await writes
+    # After kill -9 the dead worker's lease must expire before it is taken (failover time).
+    second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
+    await wait_until_equal(
+        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+    )
+    assert second.signal(signal.SIGTERM) == 0
+    return shape.name, first, second
+
+
 async def test_sigterm_then_restart_loses_nothing_and_rereads_nothing(
     clients: aws.Clients,
     moto_endpoint: str,
@@ -101,31 +136,12 @@ async def test_sigterm_then_restart_loses_nothing_and_rereads_nothing(
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    shape = TableShape(aws.unique_name("sigterm"))
-    await aws.create_stream_table(clients.dynamodb, shape.name)
-    workload = Workload(clients.dynamodb, shape, keys=50, seed=3)
-    config = write_config(
-        tmp_path / "tables.yaml",
-        moto_endpoint,
-        es_url(),
-        aws.unique_name("leases"),
-        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+    table, first, second = await stop_mid_run_and_restart(
+        signal.SIGTERM, clients, moto_endpoint, es, index_name, tmp_path, processes
     )
-
-    first = await start_and_wait_reading(processes, config, tmp_path / "first.log")
-    writes = asyncio.create_task(workload.run(1500, concurrency=2))
-    await asyncio.sleep(3)  # mid-run: records flowing
-    assert first.signal(signal.SIGTERM) == 0
-    await writes
-    second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
-    await wait_until_equal(
-        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
-    )
-    assert second.signal(signal.SIGTERM) == 0
-
-    read_by_first = first.summary(shape.name)
-    assert 0 < read_by_first < stream_records(shape.name), "the first run stopped mid-stream"
-    assert read_by_first + second.summary(shape.name) == stream_records(shape.name), (
+    read_by_first = first.summary(table)
+    assert 0 < read_by_first < stream_records(table), "the first run stopped mid-stream"
+    assert read_by_first + second.summary(table) == stream_records(table), (
         "after a graceful stop the next run reads exactly what the first did not"
     )
 
@@ -138,29 +154,10 @@ async def test_kill_9_then_restart_loses_nothing(
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    shape = TableShape(aws.unique_name("kill9"))
-    await aws.create_stream_table(clients.dynamodb, shape.name)
-    workload = Workload(clients.dynamodb, shape, keys=50, seed=4)
-    config = write_config(
-        tmp_path / "tables.yaml",
-        moto_endpoint,
-        es_url(),
-        aws.unique_name("leases"),
-        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+    table, _, second = await stop_mid_run_and_restart(
+        signal.SIGKILL, clients, moto_endpoint, es, index_name, tmp_path, processes
     )
-
-    first = await start_and_wait_reading(processes, config, tmp_path / "first.log")
-    writes = asyncio.create_task(workload.run(1500, concurrency=2))
-    await asyncio.sleep(3)
-    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
-    await writes
-    # The dead worker's lease must expire before another takes it (failover time).
-    second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
-    await wait_until_equal(
-        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
-    )
-    assert second.signal(signal.SIGTERM) == 0
-    assert second.summary(shape.name) <= stream_records(shape.name)
+    assert second.summary(table) <= stream_records(table)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

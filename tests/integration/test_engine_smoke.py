@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws
 from tests.support.elasticsearch import es_url
-from tests.support.pipeline import make_config, running, wait_until_equal
-
-
-def pk_id(item: dict[str, Any]) -> str:
-    return str(item["pk"]["S"])
+from tests.support.pipeline import make_config, pk, running, wait_until_equal
 
 
 async def test_inserts_updates_and_deletes_reach_the_index(
@@ -31,12 +25,12 @@ async def test_inserts_updates_and_deletes_reach_the_index(
         [{"table": table, "index": index_name}],
     )
     async with running(config) as sync:
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk_id)
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
         for i in range(0, 20, 2):
             await clients.dynamodb.put_item(
                 TableName=table, Item={"pk": {"S": f"k{i}"}, "n": {"N": str(i * 10)}}
             )
         for i in range(1, 20, 4):
             await clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": f"k{i}"}})
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk_id)
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
     assert sync.metrics.value("streamsync_records_read_total", table=table) == 35

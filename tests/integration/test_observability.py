@@ -29,13 +29,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import aws, streams_sim
 from tests.support.elasticsearch import ROOT, EsNode, es_url
 from tests.support.moto_server import StreamsServer
-from tests.support.pipeline import config_document, make_config, running, wait_until_equal
+from tests.support.pipeline import (
+    config_document,
+    config_from,
+    eventually,
+    make_config,
+    pk,
+    running,
+    wait_until_equal,
+)
 
 STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
-
-
-def pk(item: dict[str, Any]) -> str:
-    return str(item["pk"]["S"])
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,12 +55,6 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 async def get(port: int, path: str) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
         return r.status, await r.json()
-
-
-async def eventually(condition: Any, within: float = 60) -> None:
-    async with asyncio.timeout(within):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.3)
 
 
 async def test_metrics_move_as_records_flow(
@@ -311,7 +309,7 @@ async def test_status_shows_leases_per_table(
     )
     config = tmp_path / "tables.yaml"
     config.write_text(yaml.safe_dump(document))
-    async with running(make_config(**_arguments(document))):
+    async with running(config_from(document)):
         await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
 
         async def children_reading() -> bool:
@@ -347,17 +345,6 @@ async def test_status_shows_leases_per_table(
     root_line = next(line for line in lines if line.split()[1] == root)
     assert "finished" in root_line
     assert all("free" in line for line in lines if line.split()[1] != root), "released on stop"
-
-
-def _arguments(document: dict[str, Any]) -> dict[str, Any]:
-    leases = dict(document["leases"])
-    return {
-        "moto_endpoint": document["aws"]["endpoint_url"],
-        "es_url": document["elasticsearch"]["hosts"][0],
-        "lease_table": leases.pop("table"),
-        "tables": document["tables"],
-        "leases": leases,
-    }
 
 
 def _free_port() -> int:

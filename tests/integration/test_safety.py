@@ -27,13 +27,17 @@ from streamsync.transform.actions import Action, Origin
 from tests.support import aws, streams_sim
 from tests.support.elasticsearch import ROOT, es_url
 from tests.support.moto_server import StreamsServer
-from tests.support.pipeline import config_document, make_config, running, wait_until_equal
+from tests.support.pipeline import (
+    config_document,
+    config_from,
+    eventually,
+    make_config,
+    pk,
+    running,
+    wait_until_equal,
+)
 
 STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
-
-
-def pk(item: dict[str, Any]) -> str:
-    return str(item["pk"]["S"])
 
 
 async def put(ddb: Any, table: str, key: str, **attributes: Any) -> None:
@@ -46,12 +50,6 @@ async def put(ddb: Any, table: str, key: str, **attributes: Any) -> None:
         else:
             item[name] = {"S": str(value)}
     await ddb.put_item(TableName=table, Item=item)
-
-
-async def eventually(condition: Any, within: float = 60) -> None:
-    async with asyncio.timeout(within):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.3)
 
 
 async def test_throttling_and_server_errors_are_retried_visibly(
@@ -121,7 +119,7 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     )
     config_path = tmp_path / "tables.yaml"
     config_path.write_text(yaml.safe_dump(document))
-    config = make_config(**_arguments(document))
+    config = config_from(document)
 
     async with running(config):
         await put(clients.dynamodb, table, "good-1", qty=1)
@@ -192,19 +190,6 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     )
     await es.indices.refresh(index=letters_index)
     assert (await es.count(index=letters_index))["count"] == 2
-
-
-def _arguments(document: dict[str, Any]) -> dict[str, Any]:
-    rest = {k: v for k, v in document.items() if k not in ("aws", "elasticsearch", "tables")}
-    leases = rest.pop("leases")
-    return {
-        "moto_endpoint": document["aws"]["endpoint_url"],
-        "es_url": document["elasticsearch"]["hosts"][0],
-        "lease_table": leases.pop("table"),
-        "tables": document["tables"],
-        "leases": leases,
-        **rest,
-    }
 
 
 async def wait_for_ids(es: AsyncElasticsearch, index: str, ids: set[str]) -> None:

@@ -22,11 +22,7 @@ from elasticsearch import AsyncElasticsearch
 from tests.support import aws, streams_sim
 from tests.support.elasticsearch import EsNode, es_url
 from tests.support.moto_server import StreamsServer
-from tests.support.pipeline import make_config, running, wait_until_equal
-
-
-def pk(item: dict[str, Any]) -> str:
-    return str(item["pk"]["S"])
+from tests.support.pipeline import eventually, make_config, pk, running, wait_until_equal
 
 
 async def put(ddb: Any, table: str, key: str, n: int) -> None:
@@ -35,12 +31,6 @@ async def put(ddb: Any, table: str, key: str, n: int) -> None:
 
 def records_in(table: str) -> int:
     return sum(len(s.records) for s in streams_sim.stream_of(table).shards)
-
-
-async def eventually(condition: Any, within: float = 60) -> None:
-    async with asyncio.timeout(within):
-        while not await condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.3)
 
 
 async def test_expired_iterators_resume_after_the_last_record_read(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +51,24 @@ def make_config(
 ) -> Config:
     document = config_document(moto_endpoint, es_url, lease_table, tables, **sections)
     return parse_config(yaml.safe_dump(document), source="test config")
+
+
+def config_from(document: dict[str, Any]) -> Config:
+    """The Config of a `config_document` (for a test that runs it both embedded and as a
+    process)."""
+    return parse_config(yaml.safe_dump(document), source="test config")
+
+
+def pk(item: dict[str, Any]) -> str:
+    """The document id of an item of a table keyed by `pk` alone."""
+    return str(item["pk"]["S"])
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 60) -> None:
+    """Polls an async condition until it holds; TimeoutError after `within` seconds."""
+    async with asyncio.timeout(within):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.3)
 
 
 def expected_json(value: Any) -> Any:

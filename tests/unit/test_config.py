@@ -101,13 +101,13 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
     assert config.bulk.model_dump() == {
         "max_actions": 1000,
         "max_bytes": 5 * 1024 * 1024,
-        "flush_interval_seconds": 0.05,
+        "flush_interval_seconds": 0.02,
         "max_in_flight": 4,
         "queue_size": 10000,
     }
     assert config.polling.model_dump() == {
         "max_records": 1000,
-        "idle_wait_min_seconds": 0.1,
+        "idle_wait_min_seconds": 0.05,
         "idle_wait_max_seconds": 1.0,
     }
     assert (config.checkpoint_interval_seconds, config.shutdown_grace_seconds) == (1.0, 30)
