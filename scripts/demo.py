@@ -158,7 +158,9 @@ def main() -> int:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
         process = None
-        say(f"streamsync exited with {code}; its log: {(WORK / 'streamsync.log').relative_to(ROOT)}")
+        say(
+            f"streamsync exited with {code}; its log: {(WORK / 'streamsync.log').relative_to(ROOT)}"
+        )
         return code
     finally:
         if process is not None:
