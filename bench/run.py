@@ -131,6 +131,11 @@ class Worker:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    async def stopped(self) -> None:
+        """Stops the worker without blocking this loop, which serves the worker's stream and
+        lease-table calls while it drains."""
+        await asyncio.to_thread(self.stop)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -231,7 +236,7 @@ class Bench:
                     await asyncio.sleep(0.05)
                 return time.monotonic() - (first or time.monotonic())
         finally:
-            worker.stop()
+            await worker.stopped()
             await runner.cleanup()
 
     # --- 2. CPU per record ------------------------------------------------------------
@@ -341,7 +346,7 @@ class Bench:
                 lag = await worker.metrics(http)
         finally:
             await es.close()
-            worker.stop()
+            await worker.stopped()
             await runner.cleanup()
         p50, p99 = _histogram_quantiles(lag, "streamsync_end_to_end_lag_seconds", (0.5, 0.99))
         searchable.sort()
@@ -383,7 +388,7 @@ class Bench:
                     await asyncio.sleep(0.01)
                 reached = time.monotonic() - written
         finally:
-            worker.stop()
+            await worker.stopped()
             await runner.cleanup()
         return {
             "idle_shards": shards,
@@ -422,8 +427,7 @@ class Bench:
                         records / (time.monotonic() - started)
                     )
             finally:
-                for worker in fleet:
-                    worker.stop()
+                await asyncio.gather(*(worker.stopped() for worker in fleet))
                 await runner.cleanup()
         return results
 
