@@ -238,6 +238,7 @@ class StreamSync:
             on_rejected_record=self._reject_record,
         )
         sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
+        await self._initial_loads(api, sources, sink)
         if self._serve_http:
             await self._start_http(lambda: not sink_task.done())
         assert self.started is not None
@@ -381,6 +382,35 @@ class StreamSync:
         }
         await Tombstones(es).ensure_template()
         return await Replayer(es, self.config, transformers).replay(dry_run)
+
+    async def _initial_loads(
+        self, api: StreamsApi, sources: list[Source], sink: BulkIndexer
+    ) -> None:
+        """Backfills the tables with `initial_load: scan` whose streams are new here (or whose
+        backfill was interrupted), after leasing their shards at TRIM_HORIZON."""
+        assert self.coordinator is not None
+        assert self._leases is not None
+        for source in sources:
+            if source.config.initial_load != "scan":
+                continue
+            new = await self.coordinator.lease_new_stream(source)
+            progress = await self._leases.backfill_progress(source.config.table)
+            if not new and (not progress or all(p.done for p in progress)):
+                continue
+            log.info(
+                "initial load: backfilling before streaming", extra={"table": source.config.table}
+            )
+            backfill = Backfill(
+                api=api,
+                leases=self._leases,
+                sink=sink,
+                transformer=source.transformer,
+                hash_key=source.stream.hash_key,
+                range_key=source.stream.range_key,
+                on_rejected_record=self._reject_record,
+            )
+            expected = await api.item_count(source.config.table)
+            await backfill.run(4, False, Progress(source.config.table, expected, None))
 
     async def _start_http(self, running: Callable[[], bool]) -> None:
         listen = self.config.observability.listen

@@ -225,6 +225,18 @@ class TableConfig(_Section):
     """Documents larger than this go to dead letters instead of Elasticsearch."""
     trace_ids: list[str] = Field(default_factory=list)
     """Document ids whose changes are logged at every stage (read ... checkpointed)."""
+    initial_load: Literal["none", "scan"] = "none"
+    """scan: when `run` first sees the table's stream (no leases yet), it leases the shards at
+    TRIM_HORIZON (capturing the stream's position) and backfills the table before streaming."""
+
+    @model_validator(mode="after")
+    def _scan_from_the_horizon(self) -> TableConfig:
+        if self.initial_load == "scan" and self.start_position != "TRIM_HORIZON":
+            raise ValueError(
+                "initial_load: scan reads the stream from TRIM_HORIZON so that nothing written "
+                "during the scan is missed; remove start_position: LATEST"
+            )
+        return self
 
     @field_validator("stream_arn")
     @classmethod

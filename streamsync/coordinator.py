@@ -144,6 +144,15 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
+    async def lease_new_stream(self, source: Source) -> bool:
+        """Leases the shards of a stream nobody has leased yet (before an initial load); True
+        when it was new. The leases start at TRIM_HORIZON: the position before the scan."""
+        known = (await self._scan()).get(source.stream_arn, {})
+        if known:
+            return False
+        await self._discover(source, known)
+        return True
+
     async def _heartbeat(self) -> None:
         await self._leases.heartbeat(self.worker_id, self._sources)
         self._heartbeat_at = time.monotonic()

@@ -282,3 +282,43 @@ async def test_verify_finds_injected_drift_and_repair_fixes_it(
     again = await cli()
     assert again.returncode == 0, again.stdout
     assert "missing 0, different 0, extra 0" in again.stdout
+
+
+async def test_run_with_initial_load_scan_indexes_what_the_stream_never_carried(
+    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+) -> None:
+    """Items written before the table had a stream are not in the stream at all; `run` with
+    `initial_load: scan` leases the new stream's shards at TRIM_HORIZON, backfills, then
+    streams, so those items and every later change end in the index."""
+    shape = TableShape(aws.unique_name("initial"))
+    await clients.dynamodb.create_table(
+        TableName=shape.name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    workload = Workload(clients.dynamodb, shape, keys=200, seed=12)
+    await workload.populate()
+    await clients.dynamodb.update_table(
+        TableName=shape.name,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    config = make_config(
+        moto_endpoint,
+        es_url(),
+        aws.unique_name("leases"),
+        [
+            {
+                "table": shape.name,
+                "index": index_name,
+                "initial_load": "scan",
+                "index_mappings": {"dynamic": False},
+            }
+        ],
+    )
+    async with running(config):
+        await workload.run(300, concurrency=2)
+        await wait_until_equal(
+            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        )
+    assert (await es.count(index=index_name))["count"] > 150

@@ -34,7 +34,8 @@ SECRET = "s3cr3t-Zq9-DO-NOT-PRINT"
 
 TABLE_KEYS = (
     "table, index, stream_arn, start_position, include_fields, exclude_fields, index_settings, "
-    "index_mappings, ttl_expirations, transform, on_trimmed, max_document_bytes, trace_ids"
+    "index_mappings, ttl_expirations, transform, on_trimmed, max_document_bytes, trace_ids, "
+    "initial_load"
 )
 TOP_KEYS = (
     "aws, elasticsearch, leases, tables, bulk, polling, dead_letters, observability, "
@@ -97,6 +98,7 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
         "on_trimmed": "fail",
         "max_document_bytes": None,
         "trace_ids": [],
+        "initial_load": "none",
     }
     assert config.bulk.model_dump() == {
         "max_actions": 1000,
