@@ -27,6 +27,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 from prometheus_client import CollectorRegistry
 
+from streamsync.awsjson import AwsError, AwsJsonClient
 from streamsync.backfill import Backfill, Progress, terminal
 from streamsync.config import Config, TableConfig
 from streamsync.coordinator import Coordinator, Source
@@ -40,7 +41,7 @@ from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.elasticsearch import check_reachable, create_client, ensure_index
 from streamsync.sink.replay import Replayer, ReplayReport
 from streamsync.sink.tombstones import Tombstones
-from streamsync.source.client import AwsError, StreamsApi, TableStream
+from streamsync.source.client import StreamsApi, TableStream
 from streamsync.status import rows as status_rows
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
 from streamsync.verify import Verifier, VerifyReport
@@ -112,8 +113,17 @@ class StreamSync:
                 connector=aiohttp.TCPConnector(limit=256),
             )
         )
-        self._api = StreamsApi(dynamodb, streams, await session.get_credentials(), http)
-        self._leases = LeaseTable(dynamodb, self.config.leases.table)
+        credentials = await session.get_credentials()
+        self._api = StreamsApi(
+            dynamodb,
+            streams,
+            AwsJsonClient(streams.meta.endpoint_url, aws.region, credentials, http),
+        )
+        self._leases = LeaseTable(
+            dynamodb,
+            AwsJsonClient(dynamodb.meta.endpoint_url, aws.region, credentials, http),
+            self.config.leases.table,
+        )
         self._es = create_client(self.config.elasticsearch)
         self._stack.push_async_callback(self._es.close)
         self._dead_letters = DeadLetters(self._es, self.config.dead_letters, self.metrics)

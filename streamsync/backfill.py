@@ -22,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from streamsync.awsjson import is_transient
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.leases.table import LeaseTable, SegmentProgress
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import StreamsApi, is_transient
+from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import RecordTransformer, TransformError
 from streamsync.transform.versions import version_floor
 

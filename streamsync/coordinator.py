@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from streamsync.awsjson import AwsError, is_transient
 from streamsync.config import Config, TableConfig
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease
@@ -26,7 +27,7 @@ from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import AwsError, Shard, StreamsApi, TableStream, is_transient
+from streamsync.source.client import Shard, StreamsApi, TableStream
 from streamsync.source.poller import OnRejectedRecord, ShardPoller
 from streamsync.source.shards import leases_for_new_shards, ready_to_read, starting_version
 from streamsync.transform.actions import RecordTransformer

@@ -22,11 +22,12 @@ from typing import Any
 import orjson
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
+from streamsync.awsjson import is_transient
 from streamsync.backfill import SOURCE, scanned_record
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import StreamsApi, is_transient
+from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, Origin, RecordTransformer, TransformError
 from streamsync.transform.ids import document_id
 from streamsync.transform.versions import version_floor

@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from streamsync.awsjson import is_transient
 from streamsync.leases.checkpoints import Position
 from streamsync.leases.model import Lease
 from streamsync.leases.table import LeaseLost, LeaseTable
 from streamsync.retry import retry_transient
-from streamsync.source.client import is_transient
 
 log = logging.getLogger("streamsync.leases")
 

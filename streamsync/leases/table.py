@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from streamsync.awsjson import AwsError, AwsJsonClient
 from streamsync.errors import StreamsyncError
 from streamsync.leases.model import SHARD_END, Lease, WorkerBeat, lease_key, worker_key
 
@@ -112,8 +113,11 @@ def _conditional_failure(error: ClientError) -> bool:
 
 
 class LeaseTable:
-    def __init__(self, client: DynamoDBClient, name: str) -> None:
+    def __init__(self, client: DynamoDBClient, client_json: AwsJsonClient, name: str) -> None:
         self._client = client
+        # The same endpoint as `client`, for the writes a worker makes per lease (renewals above
+        # all: a thousand leases at the default failover time are 300 a second).
+        self._client_json = client_json
         self.name = name
 
     async def exists(self) -> bool:
@@ -279,15 +283,18 @@ class LeaseTable:
         if removed:
             expression += " REMOVE " + ", ".join(removed)
         try:
-            await self._client.update_item(
-                TableName=self.name,
-                Key={KEY: {"S": seen.key}},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
+            await self._client_json.call(
+                "DynamoDB_20120810.UpdateItem",
+                {
+                    "TableName": self.name,
+                    "Key": {KEY: {"S": seen.key}},
+                    "UpdateExpression": expression,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                },
             )
-        except ClientError as error:
-            if _conditional_failure(error):
+        except AwsError as error:
+            if error.code == "ConditionalCheckFailedException":
                 raise LeaseLost(seen) from None
             raise
         return changes

@@ -1,69 +1,22 @@
 """DynamoDB and DynamoDB Streams calls, with errors sorted into what a caller can act on.
 
-GetRecords is the hot path: it goes out as a raw SigV4-signed request and comes back parsed by
-orjson, so records stay in their wire form (numbers as strings, binary as base64) and skip
-botocore's per-field parsing. Every other call is rare and goes through aiobotocore.
+GetRecords is the hot path: it goes through `streamsync.awsjson`, so records stay in their wire
+form (numbers as strings, binary as base64) and skip botocore's per-field parsing. Every other
+call is rare and goes through aiobotocore.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
+
+from streamsync.awsjson import AwsError, AwsJsonClient
 
 if TYPE_CHECKING:
-    from aiobotocore.credentials import AioCredentials
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
-
-# Throttling and server-side failures: waiting and trying again is the fix.
-RETRYABLE_CODES = frozenset(
-    {
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-    }
-)
-
-
-class AwsError(Exception):
-    """An error answer from DynamoDB or DynamoDB Streams."""
-
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-    @property
-    def retryable(self) -> bool:
-        return self.code in RETRYABLE_CODES or self.status >= 500
-
-    @classmethod
-    def from_client_error(cls, error: ClientError) -> AwsError:
-        info = error.response.get("Error", {})
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
-        return cls(str(info.get("Code", "Unknown")), str(info.get("Message", "")), int(status))
-
-
-def is_transient(error: BaseException) -> bool:
-    """Worth retrying: throttling, server errors, and a network that may come back."""
-    if isinstance(error, AwsError):
-        return error.retryable
-    if isinstance(error, ClientError):
-        return AwsError.from_client_error(error).retryable
-    return isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | BotoCoreError | OSError)
 
 
 @dataclass(frozen=True)
@@ -113,15 +66,11 @@ class StreamsApi:
         self,
         dynamodb: DynamoDBClient,
         streams: DynamoDBStreamsClient,
-        credentials: AioCredentials | None,
-        http: aiohttp.ClientSession,
+        streams_json: AwsJsonClient,
     ) -> None:
         self._dynamodb = dynamodb
         self._streams = streams
-        self._credentials = credentials
-        self._http = http
-        self._url = streams.meta.endpoint_url
-        self._region = streams.meta.region_name
+        self._streams_json = streams_json  # the same endpoint as `streams`, for GetRecords
 
     async def describe_table(self, table: str) -> TableStream:
         try:
@@ -238,32 +187,7 @@ class StreamsApi:
             raise AwsError.from_client_error(error) from error
 
     async def get_records(self, iterator: str, limit: int) -> RecordsPage:
-        body = orjson.dumps({"ShardIterator": iterator, "Limit": limit})
-        headers = await self._signed_headers("GetRecords", body)
-        async with self._http.post(self._url, data=body, headers=headers) as response:
-            payload = await response.read()
-            status = response.status
-        try:
-            data = orjson.loads(payload) if payload else {}
-        except orjson.JSONDecodeError:
-            # Not an AWS answer (a proxy's or load balancer's error page): worth retrying.
-            raise AwsError(f"HTTP{status}", payload[:200].decode(errors="replace"), 502) from None
-        if status != 200:
-            code = str(data.get("__type", f"HTTP{status}")).rpartition("#")[2]
-            raise AwsError(code, str(data.get("message", data.get("Message", ""))), status)
-        return RecordsPage(data.get("Records", []), data.get("NextShardIterator"))
-
-    async def _signed_headers(self, action: str, body: bytes) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"DynamoDBStreams_20120810.{action}",
-            },
+        data = await self._streams_json.call(
+            "DynamoDBStreams_20120810.GetRecords", {"ShardIterator": iterator, "Limit": limit}
         )
-        if self._credentials is not None:
-            frozen = await self._credentials.get_frozen_credentials()
-            SigV4Auth(frozen, "dynamodb", self._region).add_auth(request)
-        return dict(request.headers.items())
+        return RecordsPage(data.get("Records", []), data.get("NextShardIterator"))

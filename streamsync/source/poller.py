@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streamsync.awsjson import AwsError, is_transient
 from streamsync.config import PollingConfig
 from streamsync.leases.checkpoints import AckTracker, Position
 from streamsync.leases.held import HeldLease
@@ -24,7 +25,7 @@ from streamsync.observability.metrics import Metrics
 from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import AwsError, StreamsApi, is_transient
+from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import RecordTransformer, TransformError
 from streamsync.transform.versions import VersionClock
 
