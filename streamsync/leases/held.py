@@ -28,6 +28,7 @@ class HeldLease:
         self.lease = lease
         self._failover = failover_seconds
         self._lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[bool]] = set()  # referenced until done (see _write)
         self.lost = False
         self.closed = False  # finished, failed or released: it must never be written again
         self.renewed_at = time.monotonic()
@@ -47,6 +48,22 @@ class HeldLease:
         return not self.lost and not self.expired_locally()
 
     async def _write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
+        """A sent write cannot be called back. Were it cancelled in flight (its poller stopping,
+        a grace period ending), it could land without this worker learning the counter it set,
+        and the next write (the release, above all) would be fenced out by this worker's own:
+        the lease would sit unread for a failover time. So each write runs to its end in a task
+        of its own, holding the lock, even when the caller stops waiting for it."""
+        task = asyncio.create_task(self._locked_write(what, write))
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task[bool]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled():
+            task.exception()  # seen here too, in case the caller stopped waiting for it
+
+    async def _locked_write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
         async with self._lock:
             if self.closed:
                 return False

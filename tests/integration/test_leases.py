@@ -19,10 +19,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from aiobotocore.credentials import AioCredentials
 from elasticsearch import AsyncElasticsearch
 
+from streamsync.awsjson import AwsJsonClient
+from streamsync.leases.checkpoints import Position
+from streamsync.leases.held import HeldLease
+from streamsync.leases.model import Lease
+from streamsync.leases.table import LeaseTable
 from tests.support import aws, streams_sim
 from tests.support.elasticsearch import es_url
 from tests.support.moto_server import Request, StreamsServer
@@ -496,3 +503,32 @@ async def test_a_finished_lease_stays_finished_while_its_children_are_looked_up(
     assert ended, "the root was read to its end"
     after_end = root_writes[ended[0] + 1 :]
     assert after_end == [], f"the finished lease was written again: {after_end}"
+
+
+async def test_a_write_cancelled_in_flight_does_not_fence_out_the_next(
+    clients: aws.Clients, moto_endpoint: str, streams_server: StreamsServer
+) -> None:
+    """A checkpoint is delayed in front of moto (the injector holds the request, then moto
+    applies it) and its caller is cancelled meanwhile, as a stopping poller cancels its periodic
+    checkpoints. The write still lands, before the release that follows (held up longer); the
+    release must know the counter the checkpoint set, or the lease would stay owned, unread, for
+    a failover time."""
+    name = aws.unique_name("leases")
+    async with aiohttp.ClientSession() as http:
+        credentials = AioCredentials("testing", "testing")
+        table = LeaseTable(
+            clients.dynamodb, AwsJsonClient(moto_endpoint, aws.REGION, credentials, http), name
+        )
+        await table.ensure_exists()
+        lease = Lease(stream_arn="arn:stream", shard_id="shardId-1", table="t")
+        assert await table.create(lease)
+        held = HeldLease(table, await table.take(lease, "w1"), failover_seconds=60)
+        streams_server.faults.inject("UpdateItem", table=name, delay=1.0)  # the checkpoint
+        streams_server.faults.inject("UpdateItem", table=name, delay=2.0)  # then the release
+        checkpoint = asyncio.create_task(held.checkpoint(Position(12345, 7)))
+        await asyncio.sleep(0.3)
+        checkpoint.cancel()
+        assert await held.release(), "the release was fenced out by this worker's own write"
+    (row,) = (await table.scan()).leases
+    assert row.owner is None
+    assert row.checkpoint == "12345"
