@@ -11,6 +11,7 @@ from elasticsearch import (
     AuthorizationException,
     TransportError,
 )
+from elasticsearch.serializer import OrjsonSerializer
 
 from streamsync.config import ElasticsearchConfig, TableConfig
 from streamsync.errors import StreamsyncError
@@ -24,6 +25,8 @@ def create_client(config: ElasticsearchConfig) -> AsyncElasticsearch:
         max_retries=0,
         retry_on_timeout=False,
         max_dead_node_backoff=2.0,
+        # Bulk and look-up answers are parsed on every flush: the stdlib json would dominate.
+        serializer=OrjsonSerializer(),
     )
 
 

@@ -23,6 +23,7 @@ from streamsync.config import BulkConfig
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action, Origin
 from tests.support import aws, streams_sim
 from tests.support.elasticsearch import ROOT, es_url
@@ -326,6 +327,33 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
         await lanes
     assert not await es.exists(index=index_name, id="gone"), "the delete stands"
     assert await es.exists(index=index_name, id="probe"), "without tombstones it came back"
+
+
+async def test_an_unreadable_tombstone_is_waited_for_not_assumed_absent(
+    es: AsyncElasticsearch, index_name: str
+) -> None:
+    """The day's tombstone index is closed, so the look-up after a create answers with an
+    error for it: the check must retry until it can read the tombstone, then delete again."""
+    tombstones = Tombstones(es)
+    await tombstones.ensure_template()
+
+    def action(op: str, version: int) -> Action:
+        source = orjson.dumps({"n": 1}) if op == "index" else None
+        return Action(op, index_name, "x", version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+
+    lines = tombstones.lines(action("delete", 20))
+    day = orjson.loads(lines.split(b"\n")[0])["index"]["_index"]
+    await es.bulk(operations=[lines], refresh=True)  # type: ignore[list-item]
+    await es.index(index=index_name, id="x", document={"n": 1}, version=10, version_type="external")
+    await es.indices.close(index=day)
+    try:
+        check = asyncio.create_task(tombstones.bury_again([action("index", 10)]))
+        await asyncio.sleep(3)
+        assert not check.done(), "an error answer was taken for 'no tombstone'"
+    finally:
+        await es.indices.open(index=day, wait_for_active_shards="1")
+    await asyncio.wait_for(check, timeout=60)
+    assert not await es.exists(index=index_name, id="x"), "the delete stands"
 
 
 async def _no_rejections(action: Action, error: dict[str, Any]) -> None:
