@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -316,20 +316,8 @@ class StreamSync:
         try:
             for table in selected:
                 source = await self._source(api, table)
-                assert self._leases is not None
-                backfill = Backfill(
-                    api=api,
-                    leases=self._leases,
-                    sink=sink,
-                    transformer=source.transformer,
-                    hash_key=source.stream.hash_key,
-                    range_key=source.stream.range_key,
-                    on_rejected_record=self._reject_record,
-                    rate_limit=rate_limit,
-                )
-                expected = await api.item_count(table.table)
-                counts[table.table] = await backfill.run(
-                    segments, restart, Progress(table.table, expected, terminal())
+                counts[table.table] = await self._scan_into(
+                    api, sink, source, segments, restart, rate_limit, terminal()
                 )
             await sink.drain()
             await sink.close()
@@ -410,17 +398,34 @@ class StreamSync:
             log.info(
                 "initial load: backfilling before streaming", extra={"table": source.config.table}
             )
-            backfill = Backfill(
-                api=api,
-                leases=self._leases,
-                sink=sink,
-                transformer=source.transformer,
-                hash_key=source.stream.hash_key,
-                range_key=source.stream.range_key,
-                on_rejected_record=self._reject_record,
-            )
-            expected = await api.item_count(source.config.table)
-            await backfill.run(4, False, Progress(source.config.table, expected, None))
+            await self._scan_into(api, sink, source)
+
+    async def _scan_into(
+        self,
+        api: StreamsApi,
+        sink: BulkIndexer,
+        source: Source,
+        segments: int = 4,
+        restart: bool = False,
+        rate_limit: float | None = None,
+        terminal: TextIO | None = None,
+    ) -> int:
+        """Backfills one source's table through `sink`; the items indexed."""
+        assert self._leases is not None
+        backfill = Backfill(
+            api=api,
+            leases=self._leases,
+            sink=sink,
+            transformer=source.transformer,
+            hash_key=source.stream.hash_key,
+            range_key=source.stream.range_key,
+            on_rejected_record=self._reject_record,
+            rate_limit=rate_limit,
+        )
+        expected = await api.item_count(source.config.table)
+        return await backfill.run(
+            segments, restart, Progress(source.config.table, expected, terminal)
+        )
 
     async def _start_http(self, running: Callable[[], bool]) -> None:
         listen = self.config.observability.listen
