@@ -77,10 +77,21 @@ async def test_metrics_move_as_records_flow(
             await clients.dynamodb.put_item(
                 TableName=table, Item={"pk": {"S": f"k{i}"}, "n": {"N": str(i)}}
             )
+        # Indexed before the delete is written: read in one page, the bulk indexer would fold
+        # k0's insert into its delete (one action sent, so one fewer counted as indexed).
+        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
         await clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": "k0"}})
         await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
-        first = await scrape(port)
         t = (("table", table),)
+
+        async def all_counted() -> bool:
+            # The worker counts a bulk's actions once it has the answer, which may be a moment
+            # after Elasticsearch shows their effect; every counted action has one lag sample.
+            sample = await scrape(port)
+            return sample.get(("streamsync_end_to_end_lag_seconds_count", t)) == 21
+
+        await eventually(all_counted, within=10)
+        first = await scrape(port)
         assert first[("streamsync_records_read_total", t)] == 21
         assert first[("streamsync_documents_indexed_total", t)] == 20
         assert first[("streamsync_documents_deleted_total", t)] == 1
