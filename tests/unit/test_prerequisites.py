@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.nodes import opensearch_versions
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,6 +55,38 @@ def test_a_jdk_that_is_not_there_is_named(tmp_path: Path) -> None:
         {"ES_JAVA_HOME": str(tmp_path / "no-jdk")},
     )
     assert_one_clear_line(result, "ES_JAVA_HOME", "has no bin/java")
+
+
+@pytest.mark.parametrize("how", ["--version", "OPENSEARCH_VERSION"])
+def test_an_opensearch_version_that_is_not_pinned_is_named(how: str) -> None:
+    args = ["scripts/opensearch.sh", "start", "prereq-check", "0"]
+    env: dict[str, str] = {}
+    if how == "--version":
+        args += ["--version", "1.0.0"]
+    else:
+        env["OPENSEARCH_VERSION"] = "1.0.0"
+
+    result = run(args, env)
+
+    assert_one_clear_line(result, "OpenSearch 1.0.0 is not pinned", *opensearch_versions())
+
+
+def test_a_jdk_outside_the_range_opensearch_2_needs_is_named(tmp_path: Path) -> None:
+    version = next((v for v in opensearch_versions() if v.startswith("2.")), None)
+    if version is None:
+        pytest.skip("no OpenSearch 2.x is pinned")
+    jdk = tmp_path / "jdk-25"
+    (jdk / "bin").mkdir(parents=True)
+    (jdk / "bin" / "java").write_text("#!/bin/sh\nexit 1\n")
+    (jdk / "bin" / "java").chmod(0o755)
+    (jdk / "release").write_text('JAVA_VERSION="25.0.1"\n')
+
+    result = run(
+        ["scripts/opensearch.sh", "start", "prereq-check", "0", "--version", version],
+        {"OPENSEARCH_JAVA_HOME": str(jdk)},
+    )
+
+    assert_one_clear_line(result, f"OpenSearch {version} needs a JDK 11 to 23", "Java 25")
 
 
 def test_an_old_python_is_named(tmp_path: Path) -> None:
