@@ -1,9 +1,11 @@
 # streamsync developer commands. `make help` lists them.
 PYTHON ?= python3
+# The search engine of make demo / make services: elasticsearch or opensearch.
+ENGINE ?= elasticsearch
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-export PYTHON
+export PYTHON ENGINE
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo bench bench-quick lint format test test-fast services services-down lock clean
@@ -16,7 +18,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 venv: $(INSTALLED) ## create .venv and install streamsync with its test dependencies
 
-demo: $(INSTALLED) ## streamsync end to end on local services: writes, searches, updates, deletes
+demo: $(INSTALLED) ## streamsync end to end on local services (ENGINE=opensearch for OpenSearch)
 	@$(BIN)/python scripts/demo.py
 
 bench: $(INSTALLED) ## benchmarks (not part of make test): throughput, CPU, latency, idle, scale
@@ -34,13 +36,13 @@ format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix streamsync tests bench scripts
 	$(BIN)/ruff format streamsync tests bench scripts
 
-test: lint ## lint, then the whole suite against a real Elasticsearch node and moto (CI runs this)
+test: lint ## lint, then the whole suite against real Elasticsearch and OpenSearch nodes and moto (CI runs this)
 	@scripts/run-tests.sh
 
 test-fast: lint ## like test, without the slow soak and chaos tests
 	@scripts/run-tests.sh -m "not slow"
 
-services: $(INSTALLED) ## start Elasticsearch on 127.0.0.1:9200 and DynamoDB + Streams (moto) on 127.0.0.1:5000
+services: $(INSTALLED) ## start a search node (ENGINE) on 127.0.0.1:9200 and DynamoDB + Streams (moto) on :5000
 	@scripts/services.sh up
 
 services-down: ## stop what make services started

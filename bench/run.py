@@ -3,15 +3,17 @@ figure measured side by side in one run (the machine is shared and noisy).
 
     python bench/run.py [--quick] [--only NAME ...]
 
-Starts its own Elasticsearch node and a moto server (for the lease table), serves the stream
-from bench/replay_server.py, runs `streamsync run` as real processes, prints a table and writes
-bench-results/<time>.json. Nothing here is a test: it measures.
+Starts its own Elasticsearch node and a moto server (for the lease table), and an OpenSearch node
+for the throughput figures on OpenSearch, serves the stream from bench/replay_server.py, runs
+`streamsync run` as real processes, prints a table and writes bench-results/<time>.json. Nothing
+here is a test: it measures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from aiohttp import web
 from boto3.dynamodb.types import TypeDeserializer
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.helpers import async_bulk as opensearch_async_bulk
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -88,6 +93,21 @@ class Services:
             self._moto.terminate()
             self._moto.wait()
         subprocess.run([str(ROOT / "scripts" / "elasticsearch.sh"), "stop", "bench"], check=False)
+
+    @contextlib.contextmanager
+    def opensearch(self) -> Iterator[str]:
+        """An OpenSearch node (the newest pinned version) while the block runs; its URL."""
+        script = str(ROOT / "scripts" / "opensearch.sh")
+        started = subprocess.run(
+            [script, "start", "bench-os", "0", "--fresh"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        try:
+            yield started.stdout.strip().splitlines()[-1]
+        finally:
+            subprocess.run([script, "stop", "bench-os"], check=False)
 
 
 class Worker:
@@ -164,12 +184,19 @@ class Bench:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         return runner, f"http://127.0.0.1:{port}"
 
-    def config(self, endpoint: str, table: str, index: str, **extra: Any) -> Path:
+    def config(
+        self,
+        endpoint: str,
+        table: str,
+        index: str,
+        cluster: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Path:
         self.runs += 1
         path = self.work / f"tables-{self.runs}.yaml"
         document = {
             "aws": {"region": "us-east-1", "endpoint_url": endpoint},
-            "elasticsearch": {"hosts": [self.services.es_url]},
+            **(cluster or {"elasticsearch": {"hosts": [self.services.es_url]}}),
             "leases": {"table": f"bench-leases-{self.runs}", "failover_seconds": 10},
             "tables": [{"table": table, "index": index}],
             "observability": {"listen": "127.0.0.1:0"},
@@ -183,20 +210,39 @@ class Bench:
 
     # --- 1. throughput ----------------------------------------------------------------
     async def throughput(self) -> dict[str, Any]:
+        """streamsync against the best plain client path into the same node, on Elasticsearch
+        and then on OpenSearch (each ratio measured side by side on its own node)."""
         records = 30_000 if self.quick else 150_000
-        source = ReplaySource("bench-throughput", 8, self.services.moto_url)
-        source.add(records, created=time.time())
+        results: dict[str, Any] = {"records": records}
         es = AsyncElasticsearch(self.services.es_url, request_timeout=120)
         try:
-            docs = source.documents()
-            ceiling_seconds = await self._bulk_load(es, "bench-ceiling", docs)
-            stream_seconds = await self._stream_load(source, "bench-stream", records)
+            results.update(await self._throughput_on(es, async_bulk, None, records))
         finally:
             await es.close()
+        with self.services.opensearch() as url:
+            client = AsyncOpenSearch(url, timeout=120)
+            try:
+                version = (await client.info())["version"]["number"]
+                section = {"opensearch": {"hosts": [url]}}
+                on_opensearch = await self._throughput_on(
+                    client, opensearch_async_bulk, section, records
+                )
+            finally:
+                await client.close()
+        results["opensearch_version"] = version
+        results.update({f"opensearch_{key}": value for key, value in on_opensearch.items()})
+        return results
+
+    async def _throughput_on(
+        self, client: Any, bulk: Any, cluster: dict[str, Any] | None, records: int
+    ) -> dict[str, Any]:
+        source = ReplaySource(f"bench-throughput-{self.runs}", 8, self.services.moto_url)
+        source.add(records, created=time.time())
+        ceiling_seconds = await self._bulk_load(client, bulk, "bench-ceiling", source.documents())
+        stream_seconds = await self._stream_load(source, "bench-stream", records, cluster)
         ceiling = records / ceiling_seconds
         stream = records / stream_seconds
         return {
-            "records": records,
             "ceiling_records_per_second": round(ceiling),
             "streamsync_records_per_second": round(stream),
             "ratio_to_ceiling": round(stream / ceiling, 3),
@@ -204,17 +250,19 @@ class Bench:
         }
 
     async def _bulk_load(
-        self, es: AsyncElasticsearch, index: str, docs: list[tuple[str, dict[str, Any]]]
+        self, client: Any, bulk: Any, index: str, docs: list[tuple[str, dict[str, Any]]]
     ) -> float:
-        """The best plain client path: async_bulk, chunks of 1,000, four requests at once."""
-        await es.options(ignore_status=404).indices.delete(index=index)
-        await es.indices.create(index=index)
+        """The best plain client path: the client's async_bulk, chunks of 1,000, four requests
+        at once (elasticsearch-py and opensearch-py have the same helper)."""
+        if await client.indices.exists(index=index):
+            await client.indices.delete(index=index)
+        await client.indices.create(index=index)
         parts = [docs[i::4] for i in range(4)]
         started = time.monotonic()
         await asyncio.gather(
             *(
-                async_bulk(
-                    es,
+                bulk(
+                    client,
                     ({"_index": index, "_id": i, "_source": d} for i, d in part),
                     chunk_size=1000,
                 )
@@ -223,9 +271,11 @@ class Bench:
         )
         return time.monotonic() - started
 
-    async def _stream_load(self, source: ReplaySource, index: str, records: int) -> float:
+    async def _stream_load(
+        self, source: ReplaySource, index: str, records: int, cluster: dict[str, Any] | None
+    ) -> float:
         runner, endpoint = await self.serve(source)
-        worker = self.worker(self.config(endpoint, source.table, index))
+        worker = self.worker(self.config(endpoint, source.table, index, cluster))
         try:
             await worker.started()
             async with aiohttp.ClientSession() as http:
@@ -501,6 +551,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "streamsync": version("streamsync"),
         "elasticsearch_client": version("elasticsearch"),
+        "opensearch_client": version("opensearch-py"),
         "aiobotocore": version("aiobotocore"),
         "orjson": version("orjson"),
     }

@@ -1,9 +1,10 @@
 """`make demo`: streamsync end to end on this machine, in about a minute.
 
-Starts the local Elasticsearch and DynamoDB + Streams endpoint (`make services`, unless they run
+Starts the local search node and DynamoDB + Streams endpoint (`make services`, unless they run
 already), creates a table with a stream, starts `streamsync run`, writes sample items, shows
-them found in Elasticsearch, updates and deletes a few and shows the index follow, then stops
-everything it started. Ports: ES_PORT (9200) and MOTO_PORT (5000).
+them found in the index, updates and deletes a few and shows the index follow, then stops
+everything it started. ENGINE: elasticsearch (default) or opensearch; ports: ES_PORT (9200, the
+search node whatever its engine) and MOTO_PORT (5000).
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import yaml
-from elasticsearch import Elasticsearch
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".work" / "demo"
 ES_PORT = int(os.environ.get("ES_PORT", "9200"))
+ENGINE = os.environ.get("ENGINE") or "elasticsearch"
 MOTO_PORT = int(os.environ.get("MOTO_PORT", "5000"))
 TABLE = "demo-orders"
 INDEX = "demo-orders"
@@ -48,6 +52,31 @@ def wait_for(what: str, check: Any, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"demo: gave up waiting for {what} after {timeout:.0f} s")
         time.sleep(0.3)
+
+
+class Cluster:
+    """The demo's view of the search node: a few REST calls over plain HTTP, the same on
+    Elasticsearch and OpenSearch."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else orjson.dumps(body)
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return orjson.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def count(self, query: dict[str, Any] | None = None) -> int:
+        self.call("POST", f"/{INDEX}/_refresh")
+        found = self.call("POST", f"/{INDEX}/_count", {"query": query} if query else None)
+        return int(found["count"]) if found else -1
 
 
 def create_table(ddb: Any) -> None:
@@ -80,8 +109,10 @@ def item(number: int, rng: random.Random) -> dict[str, Any]:
 def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     started_services = not (listening(ES_PORT) and listening(MOTO_PORT))
+    if ENGINE not in ("elasticsearch", "opensearch"):
+        raise SystemExit(f"demo: ENGINE={ENGINE}: choose elasticsearch or opensearch")
     if started_services:
-        say("starting the local services (Elasticsearch and a DynamoDB endpoint)")
+        say(f"starting the local services ({ENGINE} and a DynamoDB endpoint)")
         subprocess.run([str(ROOT / "scripts" / "services.sh"), "up"], check=True)
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -89,15 +120,15 @@ def main() -> int:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
         endpoint = f"http://127.0.0.1:{MOTO_PORT}"
         ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
-        es = Elasticsearch(f"http://127.0.0.1:{ES_PORT}", request_timeout=30)
-        es.options(ignore_status=404).indices.delete(index=INDEX)
+        cluster = Cluster(f"http://127.0.0.1:{ES_PORT}")
+        cluster.call("DELETE", f"/{INDEX}")
         create_table(ddb)
         config = WORK / "tables.yaml"
         config.write_text(
             yaml.safe_dump(
                 {
                     "aws": {"region": "us-east-1", "endpoint_url": endpoint},
-                    "elasticsearch": {"hosts": [f"http://127.0.0.1:{ES_PORT}"]},
+                    ENGINE: {"hosts": [cluster.url]},
                     "leases": {"table": "demo-streamsync-leases", "failover_seconds": 5},
                     "tables": [{"table": TABLE, "index": INDEX}],
                     "observability": {"listen": "127.0.0.1:0"},
@@ -122,14 +153,10 @@ def main() -> int:
         if terminal:
             print()
 
-        def indexed(count: int) -> bool:
-            es.options(ignore_status=404).indices.refresh(index=INDEX)
-            found = es.options(ignore_status=404).count(index=INDEX)
-            return found.get("count") == count
-
-        wait_for("the items in Elasticsearch", lambda: indexed(ITEMS))
+        wait_for(f"the items in {ENGINE}", lambda: cluster.count() == ITEMS)
         say(f"all {ITEMS} items are in the index {INDEX}; searching for 'blue teapot':")
-        hits = es.search(index=INDEX, query={"match": {"item": "blue teapot"}}, size=3)
+        query = {"match": {"item": "blue teapot"}}
+        hits = cluster.call("POST", f"/{INDEX}/_search", {"query": query, "size": 3})
         for hit in hits["hits"]["hits"]:
             say(f"  {hit['_id']}: {hit['_source']}")
 
@@ -146,13 +173,11 @@ def main() -> int:
         say("updated 5 orders (quantity 42, shipped) and deleted 5")
 
         def followed() -> bool:
-            if not indexed(ITEMS - 5):
-                return False
-            shipped = es.count(index=INDEX, query={"term": {"status.keyword": "shipped"}})
-            return bool(shipped["count"] == 5)
+            shipped = {"term": {"status.keyword": "shipped"}}
+            return cluster.count() == ITEMS - 5 and cluster.count(shipped) == 5
 
         wait_for("the index to follow", followed)
-        first = es.get(index=INDEX, id="order-0001")["_source"]
+        first = cluster.call("GET", f"/{INDEX}/_doc/order-0001")["_source"]
         say(f"the index followed: {ITEMS - 5} documents; order-0001 is now {first}")
         say("stopping streamsync (SIGTERM: drain, checkpoint, release leases)")
         process.send_signal(signal.SIGTERM)

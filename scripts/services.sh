@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Local services for trying streamsync by hand:
-#   Elasticsearch on 127.0.0.1:9200 and a DynamoDB + DynamoDB Streams endpoint (moto) on 127.0.0.1:5000.
+#   a search node on 127.0.0.1:9200 (ENGINE=elasticsearch, the default, or ENGINE=opensearch) and a
+#   DynamoDB + DynamoDB Streams endpoint (moto) on 127.0.0.1:5000.
 #   scripts/services.sh up | down
 # Tests do not need these: make test starts its own node on a free port and moto in-process.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ES_PORT="${ES_PORT:-9200}"
+ENGINE="${ENGINE:-elasticsearch}"
+case "$ENGINE" in
+elasticsearch | opensearch) ;;
+*) die "ENGINE=$ENGINE: choose elasticsearch or opensearch" ;;
+esac
 MOTO_PORT="${MOTO_PORT:-5000}"
 MOTO_DIR="$WORK/moto"
 
 up() {
-    "$ROOT/scripts/elasticsearch.sh" start services "$ES_PORT" >/dev/null
+    "$ROOT/scripts/$ENGINE.sh" start services "$ES_PORT" >/dev/null
     if [ -f "$MOTO_DIR/pid" ] && kill -0 "$(cat "$MOTO_DIR/pid")" 2>/dev/null; then
         info "DynamoDB + Streams endpoint (moto) is already running at http://127.0.0.1:$MOTO_PORT"
     else
@@ -29,12 +35,13 @@ up() {
         port_open "$MOTO_PORT" || die "moto_server did not listen on 127.0.0.1:$MOTO_PORT within 30 s (log: $MOTO_DIR/moto.log)"
         info "DynamoDB + Streams endpoint (moto) ready at http://127.0.0.1:$MOTO_PORT"
     fi
-    info "services are up: Elasticsearch http://127.0.0.1:$ES_PORT, DynamoDB http://127.0.0.1:$MOTO_PORT (stop them with: make services-down)"
+    info "services are up: $ENGINE http://127.0.0.1:$ES_PORT, DynamoDB http://127.0.0.1:$MOTO_PORT (stop them with: make services-down)"
 }
 
 down() {
     stop_pidfile "$MOTO_DIR/pid" "DynamoDB + Streams endpoint (moto)"
     "$ROOT/scripts/elasticsearch.sh" stop services
+    "$ROOT/scripts/opensearch.sh" stop services
 }
 
 case "${1:-}" in

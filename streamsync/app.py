@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -37,17 +37,15 @@ from streamsync.observability.http import HealthServer
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import on_retry
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.cluster import cluster_problems, connect, ensure_index
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
-from streamsync.sink.elasticsearch import check_reachable, create_client, ensure_index
+from streamsync.sink.engine import SearchEngine
 from streamsync.sink.replay import Replayer, ReplayReport
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import StreamsApi, TableStream
 from streamsync.status import rows as status_rows
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
 from streamsync.verify import Verifier, VerifyReport
-
-if TYPE_CHECKING:
-    from elasticsearch import AsyncElasticsearch
 
 log = logging.getLogger("streamsync")
 
@@ -84,7 +82,7 @@ class StreamSync:
         self._stack = AsyncExitStack()
         self._stopping: asyncio.Event | None = None
         self._api: StreamsApi | None = None
-        self._es: AsyncElasticsearch | None = None
+        self._engine: SearchEngine | None = None
         self._leases: LeaseTable | None = None
         self._dead_letters: DeadLetters | None = None
         self._sink: BulkIndexer | None = None
@@ -124,9 +122,9 @@ class StreamSync:
             AwsJsonClient(dynamodb.meta.endpoint_url, aws.region, credentials, http),
             self.config.leases.table,
         )
-        self._es = create_client(self.config.elasticsearch)
-        self._stack.push_async_callback(self._es.close)
-        self._dead_letters = DeadLetters(self._es, self.config.dead_letters, self.metrics)
+        self._engine = connect(self.config, credentials)
+        self._stack.push_async_callback(self._engine.close)
+        self._dead_letters = DeadLetters(self._engine, self.config.dead_letters, self.metrics)
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         return self
@@ -142,12 +140,13 @@ class StreamSync:
     def readiness(self) -> list[str]:
         """Why this instance is not ready (an empty list: ready): the cluster is failing bulk
         requests, leases are not being renewed, or a table stopped streaming."""
-        if self._sink is None or self.coordinator is None:
+        if self._sink is None or self.coordinator is None or self._engine is None:
             return ["starting"]
         reasons = self.coordinator.problems()
         failing = self._sink.failing_since
         if failing is not None and time.monotonic() - failing > 1:
-            reasons.append(f"Elasticsearch: bulk requests failing ({self._sink.last_error})")
+            product = self._engine.product
+            reasons.append(f"{product}: bulk requests failing ({self._sink.last_error})")
         return reasons
 
     def stop(self) -> None:
@@ -158,7 +157,7 @@ class StreamSync:
 
     async def check(self) -> list[str]:
         """Every problem that would stop `run()`, one line each; nothing is written."""
-        api, es = self._require()
+        api, engine = self._require()
         problems: list[str] = []
         for position, table in enumerate(self.config.tables):
             try:
@@ -175,9 +174,7 @@ class StreamSync:
                     load_hook(table.transform, f"tables[{position}].transform")
                 except StreamsyncError as error:
                     problems.append(str(error))
-        unreachable = await check_reachable(es, self.config.elasticsearch)
-        if unreachable is not None:
-            problems.append(unreachable)
+        problems.extend(await cluster_problems(engine, self.config))
         return problems
 
     def _aws_unusable(self, error: Exception) -> str:
@@ -217,13 +214,13 @@ class StreamSync:
                 return [f"table {table.table}: stream_arn {table.stream_arn}: {error.code}"]
         return []
 
-    def _require(self) -> tuple[StreamsApi, AsyncElasticsearch]:
-        if self._api is None or self._es is None:
+    def _require(self) -> tuple[StreamsApi, SearchEngine]:
+        if self._api is None or self._engine is None:
             raise RuntimeError("use StreamSync as `async with StreamSync(config) as sync:`")
-        return self._api, self._es
+        return self._api, self._engine
 
     async def run(self) -> None:
-        api, es = self._require()
+        api, engine = self._require()
         assert self._leases is not None
         assert self._stopping is not None
         problems = await self.check()
@@ -231,7 +228,7 @@ class StreamSync:
             raise StreamsyncError("\n".join(problems))
         on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
         sources = [await self._source(api, table) for table in self.config.tables]
-        sink = self._sink = await self._prepare_sink(es)
+        sink = self._sink = await self._prepare_sink(engine)
         tombstones = self._tombstones
         assert tombstones is not None
         await tombstones.prune()
@@ -301,7 +298,7 @@ class StreamSync:
     ) -> dict[str, int]:
         """Scans the tables (all configured, or those named) into their indexes; resumes an
         interrupted backfill unless `restart`. Returns the items indexed per table."""
-        api, es = self._require()
+        api, engine = self._require()
         selected = [t for t in self.config.tables if tables is None or t.table in tables]
         unknown = set(tables or []) - {t.table for t in self.config.tables}
         if unknown:
@@ -310,7 +307,7 @@ class StreamSync:
         if problems:
             raise StreamsyncError("\n".join(problems))
         on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
-        sink = await self._prepare_sink(es)
+        sink = await self._prepare_sink(engine)
         lanes = asyncio.create_task(sink.run(), name="bulk indexer")
         counts: dict[str, int] = {}
         try:
@@ -326,28 +323,28 @@ class StreamSync:
             lanes.cancel()
         return counts
 
-    async def _prepare_sink(self, es: AsyncElasticsearch) -> BulkIndexer:
+    async def _prepare_sink(self, engine: SearchEngine) -> BulkIndexer:
         """The lease table, dead letters, tombstones and target indexes in place; a bulk
         indexer writing to them."""
         assert self._leases is not None
         assert self._dead_letters is not None
         await self._leases.ensure_exists()
         await self._dead_letters.ensure_index()
-        tombstones = Tombstones(es)
+        tombstones = Tombstones(engine)
         await tombstones.ensure_template()
         for table in self.config.tables:
-            if await ensure_index(es, table):
+            if await ensure_index(engine, table):
                 log.info("created index", extra={"index": table.index, "table": table.table})
         self._tombstones = tombstones
-        return BulkIndexer(es, self.config.bulk, self.metrics, self._reject_action, tombstones)
+        return BulkIndexer(engine, self.config.bulk, self.metrics, self._reject_action, tombstones)
 
     async def verify(
         self, tables: list[str] | None = None, repair: bool = False
     ) -> list[VerifyReport]:
         """Compares each table with its index; with `repair`, fixes what differs."""
-        api, es = self._require()
+        api, engine = self._require()
         selected = [t for t in self.config.tables if tables is None or t.table in tables]
-        sink = await self._prepare_sink(es) if repair else None
+        sink = await self._prepare_sink(engine) if repair else None
         lanes = asyncio.create_task(sink.run()) if sink is not None else None
         reports = []
         try:
@@ -355,7 +352,7 @@ class StreamSync:
                 source = await self._source(api, table)
                 verifier = Verifier(
                     api=api,
-                    es=es,
+                    engine=engine,
                     transformer=source.transformer,
                     key_types=source.stream.key_types,
                     hash_key=source.stream.hash_key,
@@ -373,13 +370,13 @@ class StreamSync:
 
     async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
         """Re-drives the stored dead letters through the tables' current transforms."""
-        api, es = self._require()
+        api, engine = self._require()
         transformers = {
             table.table: (await self._source(api, table)).transformer
             for table in self.config.tables
         }
-        await Tombstones(es).ensure_template()
-        return await Replayer(es, self.config, transformers).replay(dry_run)
+        await Tombstones(engine).ensure_template()
+        return await Replayer(engine, self.config, transformers).replay(dry_run)
 
     async def _initial_loads(
         self, api: StreamsApi, sources: list[Source], sink: BulkIndexer

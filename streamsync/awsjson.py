@@ -10,15 +10,13 @@ signer (awscrt, the one botocore itself uses when installed). Rare calls stay on
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from awscrt import auth as crt_auth
-from awscrt import http as crt_http
 from botocore.exceptions import BotoCoreError, ClientError
-from yarl import URL
+
+from streamsync.sigv4 import Signer, host_header
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
@@ -69,42 +67,6 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | BotoCoreError | OSError)
 
 
-def host_header(url: str) -> str:
-    """The Host header aiohttp would send for `url`; it is signed, so both must agree."""
-    parsed = URL(url)
-    host = f"[{parsed.raw_host}]" if ":" in (parsed.raw_host or "") else str(parsed.raw_host)
-    return host if parsed.is_default_port() else f"{host}:{parsed.port}"
-
-
-class Signer:
-    """SigV4 for one endpoint's POST / JSON requests, with the credentials of the moment."""
-
-    def __init__(self, credentials: AioCredentials, region: str, service: str) -> None:
-        self._credentials = credentials
-        self._region = region
-        self._service = service
-        self._provider: Any = None
-        self._provider_for: tuple[str | None, str | None, str | None] | None = None
-
-    async def sign(self, headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
-        """`headers` plus the signature headers (X-Amz-Date, a session token, Authorization)."""
-        frozen = await self._credentials.get_frozen_credentials()  # refreshes when due
-        identity = (frozen.access_key, frozen.secret_key, frozen.token)
-        if identity != self._provider_for:
-            self._provider = crt_auth.AwsCredentialsProvider.new_static(*identity)
-            self._provider_for = identity
-        request = crt_http.HttpRequest("POST", "/", crt_http.HttpHeaders(headers))
-        config = crt_auth.AwsSigningConfig(
-            credentials_provider=self._provider,
-            region=self._region,
-            service=self._service,
-            signed_body_value=hashlib.sha256(body).hexdigest(),
-        )
-        # Static credentials sign synchronously: the future is already resolved.
-        crt_auth.aws_sign_request(request, config).result()
-        return list(request.headers)
-
-
 class AwsJsonClient:
     """POSTs AWS JSON-protocol calls to one endpoint; answers come back as plain dicts."""
 
@@ -125,7 +87,7 @@ class AwsJsonClient:
         body = orjson.dumps(payload)
         headers = [("Host", self._host), ("Content-Type", CONTENT_TYPE), ("X-Amz-Target", target)]
         if self._signer is not None:
-            headers = await self._signer.sign(headers, body)
+            headers = await self._signer.signed("POST", "/", headers, body)
         async with self._http.post(self._url, data=body, headers=headers) as response:
             answer = await response.read()
             status = response.status

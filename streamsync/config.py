@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -144,11 +144,10 @@ class AwsConfig(_Section):
     endpoint_url: _HttpUrl | None = None
 
 
-class ElasticsearchConfig(_Section):
-    """The cluster the indexes live in, and how to authenticate to it."""
+class _ClusterConfig(_Section):
+    """What every search cluster needs: where it is, and how to reach it safely."""
 
     hosts: list[_HttpUrl] = Field(min_length=1)
-    api_key: SecretStr | None = Field(default=None, min_length=1)
     username: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = Field(default=None, min_length=1)
     ca_certs: Path | None = None
@@ -156,12 +155,30 @@ class ElasticsearchConfig(_Section):
     request_timeout_seconds: float = Field(default=30, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _one_way_to_authenticate(self) -> ElasticsearchConfig:
+    def _user_and_password_together(self) -> Self:
         if (self.username is None) != (self.password is None):
             missing = "password" if self.password is None else "username"
             raise ValueError(
                 f"{missing} is missing: username and password go together "
                 f"(set it in the file or as STREAMSYNC_ES_{missing.upper()})"
+            )
+        return self
+
+
+class ElasticsearchConfig(_ClusterConfig):
+    """An Elasticsearch 8.x or 9.x cluster (self-managed or Elastic Cloud)."""
+
+    hosts: list[_HttpUrl] | None = Field(default=None, min_length=1)  # type: ignore[assignment]
+    cloud_id: str | None = Field(default=None, min_length=1)
+    """An Elastic Cloud deployment's Cloud ID, instead of hosts."""
+    api_key: SecretStr | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_address_and_one_way_to_authenticate(self) -> ElasticsearchConfig:
+        if (self.hosts is None) == (self.cloud_id is None):
+            raise ValueError(
+                "give either hosts (a list of URLs) or cloud_id (an Elastic Cloud deployment)"
+                + (", not both" if self.hosts is not None else "")
             )
         if self.api_key is not None and self.username is not None:
             raise ValueError(
@@ -174,10 +191,13 @@ class ElasticsearchConfig(_Section):
         """Keyword arguments for `elasticsearch.AsyncElasticsearch`; the only place secrets are
         revealed."""
         kwargs: dict[str, Any] = {
-            "hosts": list(self.hosts),
             "verify_certs": self.verify_certs,
             "request_timeout": self.request_timeout_seconds,
         }
+        if self.hosts is not None:
+            kwargs["hosts"] = list(self.hosts)
+        if self.cloud_id is not None:
+            kwargs["cloud_id"] = self.cloud_id
         if self.api_key is not None:
             kwargs["api_key"] = self.api_key.get_secret_value()
         if self.username is not None and self.password is not None:
@@ -185,6 +205,34 @@ class ElasticsearchConfig(_Section):
         if self.ca_certs is not None:
             kwargs["ca_certs"] = str(self.ca_certs)
         return kwargs
+
+
+class SigV4Config(_Section):
+    """Sign every request with AWS credentials (Amazon OpenSearch Service, OpenSearch Serverless).
+
+    The credentials are the same standard chain as DynamoDB's (environment, profile, IRSA web
+    identity, instance role), refreshed as they rotate; none are configured here."""
+
+    region: str | None = Field(default=None, min_length=1)
+    """None: aws.region."""
+    service: Literal["es", "aoss"] = "es"
+    """es: an OpenSearch Service domain; aoss: an OpenSearch Serverless collection."""
+
+
+class OpenSearchConfig(_ClusterConfig):
+    """An OpenSearch 2.x or 3.x cluster: self-managed, an Amazon OpenSearch Service domain, or an
+    OpenSearch Serverless collection (of type SEARCH)."""
+
+    aws_sigv4: SigV4Config | None = None
+
+    @model_validator(mode="after")
+    def _signed_or_basic(self) -> OpenSearchConfig:
+        if self.aws_sigv4 is not None and self.username is not None:
+            raise ValueError(
+                "give either aws_sigv4 or username and password, not both (an Amazon OpenSearch "
+                "Service domain with fine-grained access control maps the IAM role instead)"
+            )
+        return self
 
 
 class LeasesConfig(_Section):
@@ -315,7 +363,8 @@ class Config(_Section):
     """The whole configuration file."""
 
     aws: AwsConfig
-    elasticsearch: ElasticsearchConfig
+    elasticsearch: ElasticsearchConfig | None = None
+    opensearch: OpenSearchConfig | None = None
     leases: LeasesConfig = Field(default_factory=LeasesConfig)
     tables: list[TableConfig] = Field(min_length=1)
     bulk: BulkConfig = Field(default_factory=BulkConfig)
@@ -324,6 +373,25 @@ class Config(_Section):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     shutdown_grace_seconds: float = Field(default=30, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> Config:
+        problem = _cluster_problem(self.elasticsearch is not None, self.opensearch is not None)
+        if problem is not None:
+            raise ValueError(problem[1])
+        sigv4 = self.opensearch.aws_sigv4 if self.opensearch is not None else None
+        if sigv4 is not None and sigv4.region is None:
+            with_region = sigv4.model_copy(update={"region": self.aws.region})
+            opensearch = self.opensearch.model_copy(update={"aws_sigv4": with_region})  # type: ignore[union-attr]
+            return self.model_copy(update={"opensearch": opensearch})
+        return self
+
+    @property
+    def cluster(self) -> ElasticsearchConfig | OpenSearchConfig:
+        """The search cluster, whichever engine it runs."""
+        cluster = self.elasticsearch or self.opensearch
+        assert cluster is not None  # checked when the configuration was made
+        return cluster
 
     @field_validator("tables")
     @classmethod
@@ -353,16 +421,36 @@ def parse_config(
     os.environ."""
     env = os.environ if environ is None else environ
     unresolved: list[tuple[_Loc, str]] = []
-    data = _with_overrides(_expand(_read_yaml(text, source), (), env, unresolved), env)
+    data = _expand(_read_yaml(text, source), (), env, unresolved)
+    data = _with_overrides(data, env, unresolved)
+    # Reported here, with the other problems: the model's own check runs only on a valid file.
+    cluster = _cluster_problem("elasticsearch" in data, "opensearch" in data)
+    early = unresolved + ([cluster] if cluster else [])
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         skipped = {loc for loc, _ in unresolved}  # already reported: a variable is unset there
-        invalid = [_problem(e) for e in exc.errors() if e["loc"] not in skipped]
-        raise ConfigError(_lines(source, unresolved + invalid)) from None
-    if unresolved:
-        raise ConfigError(_lines(source, unresolved))
+        invalid = [_problem(e) for e in exc.errors() if e["loc"] not in skipped and e["loc"]]
+        raise ConfigError(_lines(source, sorted(early + invalid, key=_file_order))) from None
+    if early:
+        raise ConfigError(_lines(source, early))
     return config
+
+
+def _file_order(problem: tuple[_Loc, str]) -> int:
+    """Problems are listed in the order of the sections they are in (a stable sort)."""
+    sections = list(Config.model_fields)
+    top = problem[0][0] if problem[0] else None
+    return sections.index(top) if top in sections else len(sections)
+
+
+def _cluster_problem(elasticsearch: bool, opensearch: bool) -> tuple[_Loc, str] | None:
+    """The search cluster is named by its section: elasticsearch or opensearch, one of them."""
+    if elasticsearch and opensearch:
+        return ("opensearch",), "give either elasticsearch or opensearch, not both"
+    if not (elasticsearch or opensearch):
+        return ("elasticsearch",), "required (or opensearch, for an OpenSearch cluster)"
+    return None
 
 
 def _read_text(path: Path) -> str:
@@ -385,7 +473,7 @@ def _read_yaml(text: str, source: str) -> dict[Any, Any]:
         raise ConfigError([f"{source}: {_yaml_problem(exc)}"]) from None
     if not isinstance(data, dict):
         kind = {type(None): "an empty document", list: "a list"}.get(type(data), _shown(data))
-        expected = "a mapping with at least the keys aws, elasticsearch and tables"
+        expected = "a mapping with at least the keys aws, elasticsearch (or opensearch) and tables"
         raise ConfigError([f"{source}: the top level must be {expected} (got {kind})"])
     return data
 
@@ -449,13 +537,25 @@ _ES_OVERRIDES = {
 }
 
 
-def _with_overrides(data: dict[Any, Any], env: Mapping[str, str]) -> dict[Any, Any]:
-    """`data` with the elasticsearch credentials given by non-empty STREAMSYNC_ES_* variables."""
+def _with_overrides(
+    data: dict[Any, Any], env: Mapping[str, str], problems: list[tuple[_Loc, str]]
+) -> dict[Any, Any]:
+    """`data` with the cluster credentials given by non-empty STREAMSYNC_ES_* variables (named
+    for Elasticsearch, they apply to an opensearch section too)."""
     overrides = {key: env[var] for var, key in _ES_OVERRIDES.items() if env.get(var)}
-    section = data.get("elasticsearch", {})
+    name = "opensearch" if "opensearch" in data else "elasticsearch"
+    section = data.get(name, {})
     if not overrides or not isinstance(section, dict):
         return data
-    return {**data, "elasticsearch": {**section, **overrides}}
+    if name == "opensearch" and overrides.pop("api_key", None) is not None:
+        problems.append(
+            (
+                (name,),
+                "STREAMSYNC_ES_API_KEY is set, but OpenSearch has no API keys: unset it, and "
+                "give username and password or aws_sigv4",
+            )
+        )
+    return {**data, name: {**section, **overrides}}
 
 
 # Validation errors: pydantic's messages rewritten as short statements of what is expected.

@@ -20,13 +20,14 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from streamsync.awsjson import is_transient
 from streamsync.backfill import SOURCE, scanned_record
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.engine import SearchEngine
+from streamsync.sink.engine import is_transient as is_search_transient
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, Origin, RecordTransformer, TransformError
 from streamsync.transform.ids import document_id
@@ -110,7 +111,7 @@ class Verifier:
         self,
         *,
         api: StreamsApi,
-        es: AsyncElasticsearch,
+        engine: SearchEngine,
         transformer: RecordTransformer,
         key_types: dict[str, str],
         hash_key: str,
@@ -118,7 +119,7 @@ class Verifier:
         sink: BulkIndexer | None,
     ) -> None:
         self._api = api
-        self._es = es
+        self._engine = engine
         self._transformer = transformer
         self._config = transformer.config
         self._key_types = key_types
@@ -130,11 +131,11 @@ class Verifier:
 
     async def verify(self) -> VerifyReport:
         report = VerifyReport(self._config.table, self._config.index)
-        await self._es.indices.refresh(index=self._config.index)
+        await self._engine.refresh(self._config.index)
         async for items in self._table_pages():
             report.table_items += len(items)
             await self._compare(items, report)
-        async for hits in self._index_pages():
+        async for hits in self._engine.scan(self._config.index, PAGE):
             report.index_documents += len(hits)
             await self._find_extra(hits, report)
         if self._sink is not None:
@@ -169,12 +170,11 @@ class Verifier:
         expected = [a for a in [await self._expected(item) for item in items] if a is not None]
         if not expected:
             return
+        docs = [{"_index": self._config.index, "_id": a.doc_id} for a in expected]
         found = await retry_transient(
-            lambda: self._es.mget(index=self._config.index, ids=[a.doc_id for a in expected]),
-            "verify mget",
-            lambda error: isinstance(error, TransportError | ApiError),
+            lambda: self._engine.mget(docs), "verify mget", is_search_transient
         )
-        for action, doc in zip(expected, found["docs"], strict=True):
+        for action, doc in zip(expected, found, strict=True):
             if not doc.get("found"):
                 report.note("missing", action.doc_id)
             elif doc["_source"] != orjson.loads(action.source or b"{}"):
@@ -182,27 +182,6 @@ class Verifier:
             else:
                 continue
             await self._repair(action, report)
-
-    async def _index_pages(self) -> AsyncIterator[list[dict[str, Any]]]:
-        pit = (await self._es.open_point_in_time(index=self._config.index, keep_alive="2m"))["id"]
-        try:
-            after: list[Any] | None = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "pit": {"id": pit, "keep_alive": "2m"},
-                    "size": PAGE,
-                    "sort": ["_shard_doc"],
-                }
-                if after is not None:
-                    kwargs["search_after"] = after
-                page = await self._es.search(**kwargs)
-                hits = page["hits"]["hits"]
-                if not hits:
-                    return
-                yield hits
-                after = hits[-1]["sort"]
-        finally:
-            await self._es.close_point_in_time(id=pit)
 
     def _key_of(self, hit: dict[str, Any]) -> dict[str, Any] | None:
         names = [n for n in (self._hash_key, self._range_key) if n]

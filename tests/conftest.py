@@ -1,7 +1,9 @@
 """Fixtures shared by the whole suite.
 
-Integration tests talk to a real Elasticsearch node (started by `make test`, URL in
-STREAMSYNC_TEST_ES_URL) and to moto's DynamoDB + Streams server, run in-process over real HTTP.
+Integration tests talk to real search nodes and to moto's DynamoDB + Streams server, run
+in-process over real HTTP. The Elasticsearch node is started by `make test` (URL in
+STREAMSYNC_TEST_ES_URL); OpenSearch nodes are started on first use and stopped at the end.
+Tests that prove a behaviour on every engine take `target` and are marked `@every_engine`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from elasticsearch import AsyncElasticsearch
 from tests.support import aws
 from tests.support.elasticsearch import es_url, es_version
 from tests.support.moto_server import StreamsServer
+from tests.support.search import Clusters, Probe, Target
 
 # Tests must never reach a real AWS account, whatever the developer's environment holds.
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -25,11 +28,41 @@ os.environ.update(
 )
 
 
+CLUSTERS = Clusters()
+
+
 def pytest_report_header() -> list[str]:
     url = os.environ.get("STREAMSYNC_TEST_ES_URL")
     if not url:
         return ["elasticsearch: none (STREAMSYNC_TEST_ES_URL unset; integration tests will fail)"]
-    return [f"elasticsearch: {es_version(url)} at {url}"]
+    return [f"elasticsearch: {es_version(url)} at {url}; opensearch: started when needed"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    used = CLUSTERS.used()
+    if used:
+        terminalreporter.write_sep("-", "search nodes this run used")
+        for line in used:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish() -> None:
+    CLUSTERS.stop()
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Target:
+    """The search cluster a test runs against: Elasticsearch unless the test is parametrized
+    over engines (`@every_engine`)."""
+    return CLUSTERS.get(getattr(request, "param", "elasticsearch"))
+
+
+@pytest.fixture
+async def probe(target: Target) -> AsyncIterator[Probe]:
+    """A plain-HTTP look into `target` (not streamsync's code, not a client library)."""
+    eyes = Probe(target)
+    yield eyes
+    await eyes.close()
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +94,8 @@ async def es() -> AsyncIterator[AsyncElasticsearch]:
 
 
 @pytest.fixture
-async def index_name(es: AsyncElasticsearch) -> AsyncIterator[str]:
+async def index_name(probe: Probe) -> AsyncIterator[str]:
     """A fresh index name, deleted (with anything it grew) after the test."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    await es.options(ignore_status=404).indices.delete(index=f"{name}*")
+    await probe.delete_index(f"{name}*")

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
+from streamsync.sink.engine import SearchEngine, SearchError, is_transient
 from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action
 
@@ -53,7 +53,7 @@ class _ItemsToRetry(Exception):
 def _transient(error: BaseException) -> bool:
     # Whole-request failures are retried whatever they are: an unreachable cluster, a 429, or an
     # authentication problem an operator must fix, none of them may lose the batch.
-    return isinstance(error, _ItemsToRetry | TransportError | ApiError)
+    return isinstance(error, _ItemsToRetry) or is_transient(error)
 
 
 @dataclass(slots=True)
@@ -95,14 +95,14 @@ def bulk_body(actions: list[Action], tombstones: Tombstones) -> bytes:
 class BulkIndexer:
     def __init__(
         self,
-        es: AsyncElasticsearch,
+        engine: SearchEngine,
         config: BulkConfig,
         metrics: Metrics,
         on_rejected: Rejected,
         tombstones: Tombstones | None = None,
     ) -> None:
-        self._es = es
-        self._tombstones = tombstones or Tombstones(es)
+        self._engine = engine
+        self._tombstones = tombstones or Tombstones(engine)
         self._config = config
         self._metrics = metrics
         self._on_rejected = on_rejected
@@ -209,8 +209,8 @@ class BulkIndexer:
         body = bulk_body([entry.action for entry in entries], self._tombstones)
         started = time.monotonic()
         try:
-            response = await self._es.bulk(operations=[body])  # type: ignore[list-item]
-        except (TransportError, ApiError) as error:
+            response = await self._engine.bulk(body)
+        except SearchError as error:
             self._note_failure(f"bulk request failed: {error}")
             raise
         finished = time.monotonic()

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from streamsync.config import DeadLettersConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
+from streamsync.sink.engine import SearchEngine, is_transient
 
 log = logging.getLogger("streamsync.deadletters")
 
@@ -80,25 +80,20 @@ def _as_text(value: object) -> str:
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, TransportError | ApiError | OSError)
+    return is_transient(error) or isinstance(error, OSError)
 
 
 class DeadLetters:
-    def __init__(self, es: AsyncElasticsearch, config: DeadLettersConfig, metrics: Metrics) -> None:
-        self._es = es
+    def __init__(self, engine: SearchEngine, config: DeadLettersConfig, metrics: Metrics) -> None:
+        self._engine = engine
         self._config = config
         self._metrics = metrics
         self._file_lock = asyncio.Lock()
 
     async def ensure_index(self) -> None:
         index = self._config.index
-        if index is None or await self._es.indices.exists(index=index):
-            return
-        try:
-            await self._es.indices.create(index=index, mappings=INDEX_MAPPINGS)
-        except ApiError as error:
-            if error.error != "resource_already_exists_exception":
-                raise
+        if index is not None and not await self._engine.index_exists(index):
+            await self._engine.create_index(index, {"mappings": INDEX_MAPPINGS})
 
     async def put(self, letter: DeadLetter) -> None:
         """Stores a dead letter, retrying for as long as it takes: the checkpoint waits for it."""
@@ -119,7 +114,7 @@ class DeadLetters:
         if self._config.index is not None:
             index = self._config.index
             await retry_transient(
-                lambda: self._es.index(index=index, id=letter.key, document=letter.to_json()),
+                lambda: self._engine.put_document(index, letter.key, letter.to_json()),
                 "storing a dead letter",
                 _transient,
                 table=letter.table,

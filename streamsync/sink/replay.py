@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from elasticsearch import AsyncElasticsearch
-from elasticsearch.helpers import async_scan
 
 from streamsync.config import Config, DeadLettersConfig
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.deadletter import DeadLetter
+from streamsync.sink.engine import SearchEngine
 from streamsync.transform.actions import Action, RecordTransformer, TransformError
 
 
@@ -45,13 +44,14 @@ class ReplayReport:
 
 
 async def _letters(
-    es: AsyncElasticsearch, config: DeadLettersConfig
+    engine: SearchEngine, config: DeadLettersConfig
 ) -> AsyncIterator[tuple[str, str, DeadLetter]]:
     """(where, its id there, the letter) for every stored dead letter."""
-    if config.index is not None and await es.indices.exists(index=config.index):
-        await es.indices.refresh(index=config.index)
-        async for hit in async_scan(es, index=config.index):
-            yield "index", hit["_id"], DeadLetter.from_json(hit["_source"])
+    if config.index is not None and await engine.index_exists(config.index):
+        await engine.refresh(config.index)
+        async for hits in engine.scan(config.index, page_size=500):
+            for hit in hits:
+                yield "index", hit["_id"], DeadLetter.from_json(hit["_source"])
     if config.file is not None and config.file.exists():
         for number, line in enumerate(config.file.read_bytes().splitlines()):
             if line.strip():
@@ -61,11 +61,11 @@ async def _letters(
 class Replayer:
     def __init__(
         self,
-        es: AsyncElasticsearch,
+        engine: SearchEngine,
         config: Config,
         transformers: dict[str, RecordTransformer],
     ) -> None:
-        self._es = es
+        self._engine = engine
         self._config = config
         self._transformers = transformers
 
@@ -80,10 +80,10 @@ class Replayer:
             origin = action.origin
             failed.add(by_origin[(origin.table, origin.shard_id, origin.sequence_number)])
 
-        indexer = BulkIndexer(self._es, self._config.bulk, Metrics(), rejected)
+        indexer = BulkIndexer(self._engine, self._config.bulk, Metrics(), rejected)
         lanes = asyncio.create_task(indexer.run())
         try:
-            async for where, doc_id, letter in _letters(self._es, self._config.dead_letters):
+            async for where, doc_id, letter in _letters(self._engine, self._config.dead_letters):
                 report.total += 1
                 transformer = self._transformers.get(letter.table)
                 if transformer is None:
@@ -119,7 +119,7 @@ class Replayer:
         config = self._config.dead_letters
         for where, doc_id, _ in succeeded:
             if where == "index" and config.index is not None:
-                await self._es.options(ignore_status=404).delete(index=config.index, id=doc_id)
+                await self._engine.delete_document(config.index, doc_id)
         lines = {int(doc_id) for where, doc_id, _ in succeeded if where == "file"}
         if lines and config.file is not None:
             _rewrite_without(config.file, lines)

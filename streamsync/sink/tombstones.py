@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from streamsync.retry import retry_transient
+from streamsync.sink.engine import Refused, SearchEngine, is_transient
 from streamsync.transform.actions import Action
 
 log = logging.getLogger("streamsync.sink")
@@ -34,18 +34,14 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, TransportError | ApiError)
-
-
 class Tombstones:
     def __init__(
         self,
-        es: AsyncElasticsearch,
+        engine: SearchEngine,
         retention_days: int = RETENTION_DAYS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._es = es
+        self._engine = engine
         self._retention = retention_days
         self._clock = clock
 
@@ -68,24 +64,23 @@ class Tombstones:
         return orjson.dumps({"index": meta}) + b"\n" + orjson.dumps({"v": delete.version}) + b"\n"
 
     async def ensure_template(self) -> None:
-        await self._es.indices.put_index_template(
-            name="streamsync-tombstones", index_patterns=[f"{PREFIX}*"], template=TEMPLATE
+        await self._engine.put_index_template(
+            "streamsync-tombstones", {"index_patterns": [f"{PREFIX}*"], "template": TEMPLATE}
         )
 
     async def prune(self) -> None:
         """Deletes tombstone indices older than the retention."""
         keep = {self._day(days) for days in range(self._retention + 1)}
-        existing = await self._es.indices.get(index=f"{PREFIX}*", expand_wildcards="all")
-        for index in existing:
+        for index in await self._engine.indices(f"{PREFIX}*"):
             if index not in keep and index < min(keep):
-                await self._es.options(ignore_status=404).indices.delete(index=index)
+                await self._engine.delete_index(index)
 
     async def bury_again(self, created: list[Action]) -> None:
         """Deletes again the documents just created that a newer tombstone says are deleted."""
         if not created:
             return
         await retry_transient(
-            lambda: self._bury_again(created), "tombstone check", _transient, actions=len(created)
+            lambda: self._bury_again(created), "tombstone check", is_transient, actions=len(created)
         )
 
     async def _bury_again(self, created: list[Action]) -> None:
@@ -94,25 +89,24 @@ class Tombstones:
         # none is skipped. Without deletes lately there is no look-up at all (thousands of gets
         # on missing indices cost Elasticsearch about a third of the stream's throughput).
         days = {self._day(days) for days in range(self._retention + 1)}
-        resolved = await self._es.indices.resolve_index(name=f"{PREFIX}*", expand_wildcards="all")
-        existing = sorted(days & {index["name"] for index in resolved.get("indices", [])})
+        existing = sorted(days & set(await self._engine.indices(f"{PREFIX}*")))
         if not existing:
             return
         docs = [{"_index": day, "_id": self._id(a)} for a in created for day in existing]
         # Most look-ups miss: keep the answer down to the ids, versions and error types, or
         # parsing it costs the worker more than the bulk request did.
-        response = await self._es.mget(
-            docs=docs, source=["v"], filter_path=["docs._id", "docs._source.v", "docs.error.type"]
+        found = await self._engine.mget(
+            docs, source=["v"], filter_path="docs._id,docs._source.v,docs.error.type"
         )
         newest: dict[str, int] = {}
-        for doc in response.get("docs", []):
+        for doc in found:
             if "_source" in doc:
                 newest[doc["_id"]] = max(newest.get(doc["_id"], 0), int(doc["_source"]["v"]))
             elif doc.get("error", {}).get("type", "index_not_found_exception") != (
                 "index_not_found_exception"
             ):
                 # A tombstone that cannot be read now may exist: retry rather than assume none.
-                raise ApiError(f"tombstone look-up failed: {doc}", response.meta, response.body)
+                raise Refused(500, "tombstone_lookup_failed", str(doc))
         body = bytearray()
         for action in created:
             tombstone = newest.get(self._id(action), 0)
@@ -129,8 +123,8 @@ class Tombstones:
                 }
                 body += orjson.dumps({"delete": meta}) + b"\n"
         if body:
-            response = await self._es.bulk(operations=[bytes(body)])  # type: ignore[list-item]
+            response = await self._engine.bulk(bytes(body))
             for item in response["items"]:
                 status = item["delete"]["status"]
                 if status >= 300 and status not in (404, 409):
-                    raise ApiError(f"re-delete failed: {item}", response.meta, response.body)
+                    raise Refused(int(status), "re_delete_failed", str(item))

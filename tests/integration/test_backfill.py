@@ -1,4 +1,5 @@
-"""`streamsync backfill` and `streamsync verify` against real Elasticsearch and moto.
+"""`streamsync backfill` and `streamsync verify` against real search nodes (Elasticsearch; every
+engine for verify/repair and a backfill beside a live run) and moto.
 
 moto's Scan supports Segment/TotalSegments; the front in tests/support/moto_server.py counts the
 Scan requests per segment, which shows a resumed backfill skipping finished segments.
@@ -12,20 +13,22 @@ import os
 import pty
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws
-from tests.support.elasticsearch import es_url
 from tests.support.moto_server import Request, StreamsServer
-from tests.support.pipeline import config_document, make_config, running, wait_until_equal
+from tests.support.pipeline import (
+    STREAMSYNC,
+    config_document,
+    make_config,
+    running,
+    wait_until_equal,
+)
+from tests.support.search import Probe, Target, every_engine
 from tests.support.workload import TableShape, Workload, expected_id, random_item
-
-STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
 
 
 async def fill(ddb: Any, table: str, count: int) -> None:
@@ -68,7 +71,8 @@ async def test_backfill_is_interrupted_by_kill_9_and_resumes_without_rescanning(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -82,7 +86,7 @@ async def test_backfill_is_interrupted_by_kill_9_and_resumes_without_rescanning(
     lease_table = aws.unique_name("leases")
     document = config_document(
         moto_endpoint,
-        es_url(),
+        target,
         lease_table,
         [{"table": table, "index": index_name, "index_mappings": {"dynamic": False}}],
     )
@@ -132,12 +136,13 @@ async def test_backfill_is_interrupted_by_kill_9_and_resumes_without_rescanning(
     assert not set(scans) & done_before, "finished segments are not scanned again"
     assert set(scans) == set(range(8)) - done_before
     await wait_until_equal(
-        clients.dynamodb, es, table, index_name, lambda item: str(item["pk"]["S"]), within=120
+        clients.dynamodb, probe, table, index_name, lambda item: str(item["pk"]["S"]), within=120
     )
 
 
+@every_engine
 async def test_backfill_beside_a_live_run_under_updates_and_deletes(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """Items written before the stream was read; then `run` (from the stream's tip) and a
     backfill go at once while a workload updates and deletes: no scanned image replaces a newer
@@ -148,7 +153,7 @@ async def test_backfill_beside_a_live_run_under_updates_and_deletes(
     await workload.populate()
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [
             {
@@ -167,14 +172,14 @@ async def test_backfill_beside_a_live_run_under_updates_and_deletes(
         await writes
         assert counts[shape.name] >= 300
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
 
 
 async def test_the_progress_line_updates_on_a_terminal(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -185,7 +190,7 @@ async def test_the_progress_line_updates_on_a_terminal(
         tmp_path / "tables.yaml",
         config_document(
             moto_endpoint,
-            es_url(),
+            target,
             aws.unique_name("leases"),
             [{"table": table, "index": index_name}],
         ),
@@ -218,10 +223,12 @@ async def test_the_progress_line_updates_on_a_terminal(
     assert f"backfill {table}: 3000 items indexed" in output
 
 
+@every_engine
 async def test_verify_finds_injected_drift_and_repair_fixes_it(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -234,7 +241,7 @@ async def test_verify_finds_injected_drift_and_repair_fixes_it(
     await workload.populate()
     document = config_document(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
     )
@@ -258,16 +265,14 @@ async def test_verify_finds_injected_drift_and_repair_fixes_it(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "missing 0, different 0, extra 0" in clean.stdout
 
-    ids = sorted(
-        (await es.search(index=index_name, size=3, sort=["_doc"]))["hits"]["hits"], key=str
-    )
-    deleted, altered = ids[0]["_id"], ids[1]["_id"]
-    await es.delete(index=index_name, id=deleted)
-    await es.index(
-        index=index_name, id=altered, document={"pk": "tampered"}, version_type="internal"
-    )
-    await es.index(index=index_name, id="ghost|1", document={"pk": "ghost", "sk": 1})
-    await es.indices.refresh(index=index_name)
+    # Per-document writes, not scripts or _delete_by_query (OpenSearch 2.x's node has neither).
+    hits = await probe.search(index_name, {"size": 3, "sort": ["_doc"]})
+    ids = sorted(hit["_id"] for hit in hits)
+    deleted, altered = ids[0], ids[1]
+    await probe.delete(index_name, deleted)
+    await probe.put(index_name, altered, {"pk": "tampered"})  # internal versioning: replaced
+    await probe.put(index_name, "ghost|1", {"pk": "ghost", "sk": 1})
+    await probe.refresh(index_name)
 
     found = await cli("--json")
     assert found.returncode == 1
@@ -285,7 +290,7 @@ async def test_verify_finds_injected_drift_and_repair_fixes_it(
 
 
 async def test_run_with_initial_load_scan_indexes_what_the_stream_never_carried(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """Items written before the table had a stream are not in the stream at all; `run` with
     `initial_load: scan` leases the new stream's shards at TRIM_HORIZON, backfills, then
@@ -305,7 +310,7 @@ async def test_run_with_initial_load_scan_indexes_what_the_stream_never_carried(
     )
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [
             {
@@ -319,6 +324,6 @@ async def test_run_with_initial_load_scan_indexes_what_the_stream_never_carried(
     async with running(config):
         await workload.run(300, concurrency=2)
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
-    assert (await es.count(index=index_name))["count"] > 150
+    assert await probe.count(index_name) > 150

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws, streams_sim
 from tests.support.chaos import (
@@ -35,8 +34,9 @@ from tests.support.chaos import (
     dead_letters_in_index,
     verdict,
 )
-from tests.support.elasticsearch import EsNode, es_url
+from tests.support.elasticsearch import EsNode
 from tests.support.moto_server import Fault, Request, StreamsServer
+from tests.support.search import Probe, Target
 from tests.support.workload import TableShape
 
 TARGET_OPERATIONS = 20_000
@@ -110,7 +110,8 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -126,7 +127,7 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
     ]
     indexes = [f"{index_name}-items", f"{index_name}-events"]
     for index in indexes:
-        await es.indices.create(index=index, mappings=TARGET_MAPPINGS)
+        await probe.create_index(index, {"mappings": TARGET_MAPPINGS})
     dead_index = f"{index_name}-dead-letters"
     dead_file = tmp_path / "dead.jsonl"
     lease_table = aws.unique_name("leases")
@@ -135,7 +136,7 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
         yaml.safe_dump(
             {
                 "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
-                "elasticsearch": {"hosts": [es_url()], "request_timeout_seconds": 10},
+                **target.section(request_timeout_seconds=10),
                 "leases": {
                     "table": lease_table,
                     "worker_id": "${WORKER}",
@@ -155,7 +156,7 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
     )
     sims = [streams_sim.stream_of(shape.name) for shape in shapes]
     node = EsNode(os_node_name())
-    port = urlsplit(es_url()).port
+    port = urlsplit(target.url).port
     assert port is not None
     chaos = Chaos()
     workers: list[Worker] = []
@@ -244,12 +245,12 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
         chaos.done.set()
 
     async def check() -> Verdict:
-        letters_index = await dead_letters_in_index(es, dead_index)
+        letters_index = await dead_letters_in_index(probe, dead_index)
         letters_file = dead_letters_in_file(dead_file)
         total = Verdict()
         for workload, index in zip(workloads, indexes, strict=True):
             total.add(
-                await verdict(clients.dynamodb, es, workload, index, letters_index, letters_file)
+                await verdict(clients.dynamodb, probe, workload, index, letters_index, letters_file)
             )
         return total
 
@@ -288,7 +289,10 @@ async def test_chaos_keeps_every_index_equal_to_its_table(
 
         result = await check()  # the final state, nothing running any more
         expired = sum(worker.logged(EXPIRED) for worker in workers)
-        letters = {*await dead_letters_in_index(es, dead_index), *dead_letters_in_file(dead_file)}
+        letters = {
+            *await dead_letters_in_index(probe, dead_index),
+            *dead_letters_in_file(dead_file),
+        }
         poison = {
             (index, doc_id)
             for workload, index in zip(workloads, indexes, strict=True)

@@ -1,5 +1,6 @@
 """`streamsync run` and `streamsync validate` as processes: stopping, crashing, restarting, and
-bad input, against real Elasticsearch and moto's endpoint."""
+bad input, against real search nodes (Elasticsearch; every engine for a stop and restart) and
+moto's endpoint."""
 
 from __future__ import annotations
 
@@ -8,35 +9,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import es_url
-from tests.support.pipeline import wait_until_equal
+from tests.support.pipeline import STREAMSYNC, config_document, wait_until_equal
+from tests.support.search import Probe, Target, every_engine
 from tests.support.workload import TableShape, Workload, expected_id
 
-STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
 
-
-def write_config(path: Path, moto_endpoint: str, es: str, leases: str, tables: Any) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
-                "elasticsearch": {"hosts": [es]},
-                "leases": {"table": leases},
-                "tables": tables,
-                "observability": {"listen": "127.0.0.1:0"},
-            }
-        )
-    )
+def write_config(
+    path: Path, moto_endpoint: str, cluster: str | Target, leases: str, tables: Any
+) -> Path:
+    """A tables.yaml for `cluster` (a target, or the URL of an Elasticsearch node)."""
+    path.write_text(yaml.safe_dump(config_document(moto_endpoint, cluster, leases, tables)))
     return path
 
 
@@ -97,7 +87,8 @@ async def stop_mid_run_and_restart(
     signum: int,
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
     processes: list[Process],
@@ -110,7 +101,7 @@ async def stop_mid_run_and_restart(
     config = write_config(
         tmp_path / "tables.yaml",
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
     )
@@ -122,22 +113,24 @@ async def stop_mid_run_and_restart(
     # After kill -9 the dead worker's lease must expire before it is taken (failover time).
     second = await start_and_wait_reading(processes, config, tmp_path / "second.log")
     await wait_until_equal(
-        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
     )
     assert second.signal(signal.SIGTERM) == 0
     return shape.name, first, second
 
 
+@every_engine
 async def test_sigterm_then_restart_loses_nothing_and_rereads_nothing(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
     table, first, second = await stop_mid_run_and_restart(
-        signal.SIGTERM, clients, moto_endpoint, es, index_name, tmp_path, processes
+        signal.SIGTERM, clients, moto_endpoint, target, probe, index_name, tmp_path, processes
     )
     read_by_first = first.summary(table)
     assert 0 < read_by_first < stream_records(table), "the first run stopped mid-stream"
@@ -149,13 +142,14 @@ async def test_sigterm_then_restart_loses_nothing_and_rereads_nothing(
 async def test_kill_9_then_restart_loses_nothing(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
     table, _, second = await stop_mid_run_and_restart(
-        signal.SIGKILL, clients, moto_endpoint, es, index_name, tmp_path, processes
+        signal.SIGKILL, clients, moto_endpoint, target, probe, index_name, tmp_path, processes
     )
     assert second.summary(table) <= stream_records(table)
 
@@ -181,7 +175,7 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize("command", ["run", "validate"])
 async def test_bad_input_gives_one_clear_line_and_writes_nothing(
-    command: str, clients: aws.Clients, moto_endpoint: str, tmp_path: Path
+    command: str, clients: aws.Clients, moto_endpoint: str, target: Target, tmp_path: Path
 ) -> None:
     good = aws.unique_name("good")
     keys_only = aws.unique_name("keysonly")
@@ -196,8 +190,8 @@ async def test_bad_input_gives_one_clear_line_and_writes_nothing(
     )
     leases = aws.unique_name("leases")
 
-    def config(name: str, tables: Any, es: str | None = None) -> str:
-        path = write_config(tmp_path / name, moto_endpoint, es or es_url(), leases, tables)
+    def config(name: str, tables: Any, url: str | None = None) -> str:
+        path = write_config(tmp_path / name, moto_endpoint, url or target, leases, tables)
         return str(path)
 
     malformed = tmp_path / "malformed.yaml"
@@ -221,7 +215,7 @@ async def test_bad_input_gives_one_clear_line_and_writes_nothing(
             "view type KEYS_ONLY carries no new images",
             "NEW_AND_OLD_IMAGES",
         ),
-        config("nocluster.yaml", [{"table": good, "index": "i"}], es="http://127.0.0.1:9"): (
+        config("nocluster.yaml", [{"table": good, "index": "i"}], url="http://127.0.0.1:9"): (
             "Elasticsearch at http://127.0.0.1:9: unreachable",
             "check elasticsearch.hosts",
         ),
@@ -236,14 +230,14 @@ async def test_bad_input_gives_one_clear_line_and_writes_nothing(
 
 
 async def test_validate_accepts_a_good_configuration(
-    clients: aws.Clients, moto_endpoint: str, tmp_path: Path
+    clients: aws.Clients, moto_endpoint: str, target: Target, tmp_path: Path
 ) -> None:
     table = aws.unique_name("valid")
     await aws.create_stream_table(clients.dynamodb, table)
     path = write_config(
         tmp_path / "tables.yaml",
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": table, "index": "valid"}],
     )

@@ -1,6 +1,7 @@
-"""The streaming engine end to end, embedded in the test's event loop, against real Elasticsearch
-and moto's DynamoDB Streams endpoint (shard splits and rollovers injected through
-tests/support/streams_sim.py, since moto never splits a shard by itself)."""
+"""The streaming engine end to end, embedded in the test's event loop, against real search nodes
+(Elasticsearch; every engine for splits and rollovers) and moto's DynamoDB Streams endpoint (shard
+splits and rollovers injected through tests/support/streams_sim.py, since moto never splits a
+shard by itself)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import asyncio
 import logging
 
 import pytest
-from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import es_url
 from tests.support.pipeline import make_config, running, wait_until_equal
+from tests.support.search import Probe, Target, every_engine
 from tests.support.workload import TableShape, Workload, expected_id
 
 
 async def test_two_tables_with_every_attribute_type_end_equal_to_their_indexes(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
 ) -> None:
     """Items written before start, then 5,000 random puts, updates and deletes over a hash-only
     and a hash+range table, with every attribute type; the indexes end equal to the tables."""
@@ -35,7 +39,7 @@ async def test_two_tables_with_every_attribute_type_end_equal_to_their_indexes(
     indexes = [f"{index_name}-orders", f"{index_name}-events"]
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [
             # Random types per attribute would clash in dynamic mappings; _source is compared.
@@ -48,15 +52,21 @@ async def test_two_tables_with_every_attribute_type_end_equal_to_their_indexes(
         await asyncio.gather(*(w.run(2500) for w in workloads))
         for shape, index in zip(shapes, indexes, strict=True):
             await wait_until_equal(
-                clients.dynamodb, es, shape.name, index, lambda item, s=shape: expected_id(s, item)
+                clients.dynamodb,
+                probe,
+                shape.name,
+                index,
+                lambda item, s=shape: expected_id(s, item),
             )
     assert sum(w.operations for w in workloads) >= 5600
 
 
+@every_engine
 async def test_split_and_rollover_mid_run_keep_per_key_order(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -70,7 +80,7 @@ async def test_split_and_rollover_mid_run_keep_per_key_order(
     sim = streams_sim.stream_of(shape.name)
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
         leases={"discovery_interval_seconds": 2},
@@ -85,7 +95,7 @@ async def test_split_and_rollover_mid_run_keep_per_key_order(
         sim.split(right, 2)
         await workload.run(300)
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
 
     events = [
@@ -102,12 +112,16 @@ async def test_split_and_rollover_mid_run_keep_per_key_order(
 
 
 async def test_embedded_engine_shares_the_loop_and_stops_when_asked(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
 ) -> None:
     table = aws.unique_name("embedded")
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     ticks = 0
 
@@ -123,7 +137,7 @@ async def test_embedded_engine_shares_the_loop_and_stops_when_asked(
     async with StreamSync(config) as sync:
         engine = asyncio.create_task(sync.run())
         await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
-        await wait_until_equal(clients.dynamodb, es, table, index_name, lambda i: i["pk"]["S"])
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, lambda i: i["pk"]["S"])
         ticks_while_running = ticks
         sync.stop()
         await asyncio.wait_for(engine, timeout=30)

@@ -14,7 +14,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import aiohttp
 import pytest
 import yaml
 from aiobotocore.credentials import AioCredentials
-from elasticsearch import AsyncElasticsearch
 
 from streamsync.awsjson import AwsJsonClient
 from streamsync.leases.checkpoints import Position
@@ -31,12 +29,11 @@ from streamsync.leases.held import HeldLease
 from streamsync.leases.model import Lease
 from streamsync.leases.table import LeaseTable
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import es_url
 from tests.support.moto_server import Request, StreamsServer
-from tests.support.pipeline import make_config, running, wait_until_equal
+from tests.support.pipeline import STREAMSYNC, make_config, running, wait_until_equal
+from tests.support.search import Probe, Target
 from tests.support.workload import TableShape, Workload, expected_id
 
-STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
 FAILOVER = 6.0  # seconds; renewals every 2 s, taker cycles every 3 s
 TAKER_CYCLE = FAILOVER / 2
 
@@ -183,7 +180,8 @@ async def test_workers_balance_fail_over_and_hand_off(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
     workers: list[Worker],
@@ -195,7 +193,7 @@ async def test_workers_balance_fail_over_and_hand_off(
         yaml.safe_dump(
             {
                 "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
-                "elasticsearch": {"hosts": [es_url()]},
+                **target.section(),
                 "leases": {
                     "table": lease_table,
                     "failover_seconds": FAILOVER,
@@ -276,7 +274,7 @@ async def test_workers_balance_fail_over_and_hand_off(
         figures["hand-off after SIGTERM (s)"] = loop.time() - asked
 
     await wait_until_equal(
-        clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+        clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
     )
     figures["most workers reading one shard at once"] = readers.most_concurrent_readers()
     print("\nlease figures:", figures)
@@ -329,7 +327,8 @@ async def test_a_stalled_worker_never_checkpoints_a_lease_it_lost(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
 ) -> None:
     """Worker A's lease writes are held up (a delay injected in front of moto) past its failover
@@ -342,7 +341,7 @@ async def test_a_stalled_worker_never_checkpoints_a_lease_it_lost(
     def config(worker: str) -> Any:
         return make_config(
             moto_endpoint,
-            es_url(),
+            target,
             lease_table,
             [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
             leases={"worker_id": worker, "failover_seconds": 3},
@@ -369,7 +368,7 @@ async def test_a_stalled_worker_never_checkpoints_a_lease_it_lost(
             await asyncio.sleep(10)  # A's stalled writes land meanwhile, and are refused
             stall.remaining = 0
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
 
     checkpoints = [w for w in history if w.request.action == "UpdateItem" and w.status == 200]
@@ -403,7 +402,7 @@ async def _owned_by(clients: aws.Clients, lease_table: str, worker: str, count: 
 
 
 async def test_finished_leases_are_deleted_only_once_safe(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """A finished parent's lease stays while the parent is still listed in the stream (else
     discovery would lease and read it again), and goes once it left the stream, its children
@@ -417,7 +416,7 @@ async def test_finished_leases_are_deleted_only_once_safe(
     lease_table = aws.unique_name("leases")
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         lease_table,
         [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
         leases={
@@ -452,7 +451,7 @@ async def test_finished_leases_are_deleted_only_once_safe(
         sim.drop(root)
         await wait_for(gone, 30, "root lease deleted after it left the stream")
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
 
 
@@ -460,7 +459,8 @@ async def test_a_finished_lease_stays_finished_while_its_children_are_looked_up(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
 ) -> None:
     """Looking up an ended shard's children is slowed down (a delay on DescribeStream with a
@@ -476,7 +476,7 @@ async def test_a_finished_lease_stays_finished_while_its_children_are_looked_up(
     )
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         lease_table,
         [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
         leases={"worker_id": "solo"},
@@ -489,7 +489,7 @@ async def test_a_finished_lease_stays_finished_while_its_children_are_looked_up(
         sim.split(root, 2)
         await workload.run(30)
         await wait_until_equal(
-            clients.dynamodb, es, shape.name, index_name, lambda item: expected_id(shape, item)
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
         await asyncio.sleep(3)  # checkpoint and renewal rounds after the end
     root_writes = [

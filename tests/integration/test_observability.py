@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import yaml
-from elasticsearch import AsyncElasticsearch
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import ROOT, EsNode, es_url
+from tests.support.elasticsearch import ROOT, EsNode
 from tests.support.moto_server import StreamsServer
 from tests.support.pipeline import (
+    STREAMSYNC,
     config_document,
     config_from,
     eventually,
@@ -38,8 +37,7 @@ from tests.support.pipeline import (
     running,
     wait_until_equal,
 )
-
-STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+from tests.support.search import Probe, Target
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,13 +59,14 @@ async def test_metrics_move_as_records_flow(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
 ) -> None:
     table = aws.unique_name("metrics")
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     async with running(config) as sync:
         assert sync.http is not None
@@ -79,9 +78,9 @@ async def test_metrics_move_as_records_flow(
             )
         # Indexed before the delete is written: read in one page, the bulk indexer would fold
         # k0's insert into its delete (one action sent, so one fewer counted as indexed).
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         await clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": "k0"}})
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         t = (("table", table),)
 
         async def all_counted() -> bool:
@@ -142,22 +141,22 @@ async def test_metrics_move_as_records_flow(
 
 
 async def test_readyz_reports_not_ready_while_elasticsearch_is_down(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     table = aws.unique_name("ready")
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     node = EsNode(os.environ["STREAMSYNC_TEST_ES_NODE"])
-    es_port = urlsplit(es_url()).port
+    es_port = urlsplit(target.url).port
     assert es_port is not None
     async with running(config) as sync:
         assert sync.http is not None
         assert sync.http.port is not None
         port = sync.http.port
         await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         await asyncio.to_thread(node.stop)
         try:
             await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
@@ -175,13 +174,13 @@ async def test_readyz_reports_not_ready_while_elasticsearch_is_down(
             return (await get(port, "/readyz"))[0] == 200
 
         await eventually(ready, within=60)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
 
 
 async def test_a_traced_item_is_logged_through_every_stage(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -190,7 +189,7 @@ async def test_a_traced_item_is_logged_through_every_stage(
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": table, "index": index_name, "trace_ids": ["watched"]}],
         checkpoint_interval_seconds=0.2,
@@ -220,7 +219,8 @@ async def test_a_traced_item_is_logged_through_every_stage(
 async def test_no_secret_appears_in_logs_errors_or_status(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -236,7 +236,7 @@ async def test_no_secret_appears_in_logs_errors_or_status(
     }
     env = {**os.environ, **secrets}
     document = config_document(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     config = tmp_path / "tables.yaml"
     config.write_text(yaml.safe_dump(document))
@@ -262,7 +262,7 @@ async def test_no_secret_appears_in_logs_errors_or_status(
     try:
         for i in range(10):
             await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         status = await asyncio.to_thread(
             subprocess.run,
             [STREAMSYNC, "status", "--config", str(config), "--json"],
@@ -305,7 +305,8 @@ async def test_no_secret_appears_in_logs_errors_or_status(
 async def test_status_shows_leases_per_table(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -316,12 +317,12 @@ async def test_status_shows_leases_per_table(
     await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     sim.split(root, 2)
     document = config_document(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     config = tmp_path / "tables.yaml"
     config.write_text(yaml.safe_dump(document))
     async with running(config_from(document)):
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
 
         async def children_reading() -> bool:
             result = await asyncio.to_thread(
@@ -365,9 +366,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_make_demo_runs_to_the_end() -> None:
-    """`make demo` on its own ports (its own Elasticsearch node and moto server), end to end."""
-    env = {**os.environ, "ES_PORT": str(_free_port()), "MOTO_PORT": str(_free_port())}
+@pytest.mark.parametrize("engine", ["elasticsearch", "opensearch"])
+def test_make_demo_runs_to_the_end(engine: str) -> None:
+    """`make demo` (and `make demo ENGINE=opensearch`) on its own ports (its own search node and
+    moto server), end to end."""
+    ports = {"ES_PORT": str(_free_port()), "MOTO_PORT": str(_free_port())}
+    env = {**os.environ, **ports, "ENGINE": engine}
     result = subprocess.run(
         ["make", "-s", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -382,4 +386,5 @@ def test_make_demo_runs_to_the_end() -> None:
         contextlib.suppress(ConnectionError),
         socket.create_connection(("127.0.0.1", int(env["ES_PORT"])), timeout=1),
     ):
-        raise AssertionError("the demo left Elasticsearch running")
+        raise AssertionError(f"the demo left {engine} running")
+    assert f"starting the local services ({engine} and a DynamoDB endpoint)" in out

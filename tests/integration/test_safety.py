@@ -1,7 +1,8 @@
 """Nothing lost, nothing stale: retries, dead letters and their replay, and the version scheme
 under replays, overlapping workers, parent/child shards and deletes older than gc_deletes,
-against real Elasticsearch and moto (throttling and server errors injected in front of moto by
-tests/support/moto_server.py, splits by tests/support/streams_sim.py)."""
+against real search nodes (dead letters, replays and gc_deletes on every engine) and moto
+(throttling and server errors injected in front of moto by tests/support/moto_server.py, splits
+by tests/support/streams_sim.py)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,25 @@ import contextlib
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from elasticsearch import AsyncElasticsearch, ConflictError
 
 from streamsync.config import BulkConfig
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.engine import SearchEngine
 from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action, Origin
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import ROOT, es_url
 from tests.support.moto_server import StreamsServer
+from tests.support.nodes import ROOT
 from tests.support.pipeline import (
+    STREAMSYNC,
     config_document,
     config_from,
     eventually,
@@ -37,8 +38,7 @@ from tests.support.pipeline import (
     running,
     wait_until_equal,
 )
-
-STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+from tests.support.search import Probe, ProbeError, Target, engine_for, every_engine
 
 
 async def put(ddb: Any, table: str, key: str, **attributes: Any) -> None:
@@ -57,7 +57,8 @@ async def test_throttling_and_server_errors_are_retried_visibly(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -70,14 +71,14 @@ async def test_throttling_and_server_errors_are_retried_visibly(
     faults.inject("GetShardIterator", "InternalServerError", status=500, table=table, times=2)
     faults.inject("GetRecords", "LimitExceededException", table=table, times=5)
     faults.inject("Scan", "ProvisionedThroughputExceededException", table=leases, times=2)
-    config = make_config(moto_endpoint, es_url(), leases, [{"table": table, "index": index_name}])
+    config = make_config(moto_endpoint, target, leases, [{"table": table, "index": index_name}])
     async with running(config) as sync:
         for i in range(10):
             await put(clients.dynamodb, table, f"k{i}", n=i)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         faults.inject("UpdateItem", "ThrottlingException", table=leases, times=3)
         await put(clients.dynamodb, table, "late", n=1)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
     retried = {
         what: sync.metrics.value("streamsync_retries_total", operation=what, table=table)
         for what in ("DescribeStream", "GetShardIterator", "GetRecords")
@@ -89,10 +90,12 @@ async def test_throttling_and_server_errors_are_retried_visibly(
     assert any("retrying" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
+@every_engine
 async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     tmp_path: Path,
 ) -> None:
@@ -105,7 +108,7 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     letters_file = tmp_path / "dead.jsonl"
     document = config_document(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [
             {
@@ -133,7 +136,7 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
             return letters_file.exists() and len(letters_file.read_bytes().splitlines()) == 3
 
         await eventually(letters_stored)
-        await wait_for_ids(es, index_name, {"good-1", "good-2"})
+        await wait_for_ids(probe, index_name, {"good-1", "good-2"})
 
         async def checkpoint_past_everything() -> bool:
             items = (await clients.dynamodb.scan(TableName=config.leases.table))["Items"]
@@ -148,7 +151,12 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
         letter["doc_id"] or letter["record"]["dynamodb"]["Keys"]["pk"]["S"]: letter
         for letter in lines
     }
-    assert by_reason["conflict"]["reason"] == "document_parsing_exception"
+    # Elasticsearch says document_parsing_exception, OpenSearch mapper_parsing_exception.
+    parsing = {
+        "elasticsearch": "document_parsing_exception",
+        "opensearch": "mapper_parsing_exception",
+    }
+    assert by_reason["conflict"]["reason"] == parsing[target.engine]
     assert by_reason["conflict"]["index"] == index_name
     assert by_reason["conflict"]["op"] == "index"
     assert "transform_error" in {by_reason["hook"]["reason"], by_reason["huge"]["reason"]}
@@ -158,8 +166,7 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
         assert int(letter["sequence_number"]) > 0
         assert letter["record"]["eventName"] == "INSERT"
         assert letter["version"] > 0
-    await es.indices.refresh(index=letters_index)
-    assert (await es.count(index=letters_index))["count"] == 3
+    assert await probe.count(letters_index) == 3
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOOK_FIXED": "1"}
     dry = await asyncio.to_thread(
@@ -184,26 +191,25 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     )
     assert replay.returncode == 1, "letters still failing give a non-zero status"
     assert "dead letters: 6; replayed: 2; still failing: 4" in replay.stdout, replay.stderr
-    await wait_for_ids(es, index_name, {"good-1", "good-2", "hook"})
+    await wait_for_ids(probe, index_name, {"good-1", "good-2", "hook"})
     remaining = [orjson.loads(line)["doc_id"] for line in letters_file.read_bytes().splitlines()]
     assert sorted(str(r) for r in remaining) == sorted(
         str(by_reason[k]["doc_id"]) for k in ("conflict", "huge")
     )
-    await es.indices.refresh(index=letters_index)
-    assert (await es.count(index=letters_index))["count"] == 2
+    assert await probe.count(letters_index) == 2
 
 
-async def wait_for_ids(es: AsyncElasticsearch, index: str, ids: set[str]) -> None:
+async def wait_for_ids(probe: Probe, index: str, ids: set[str]) -> None:
     async def present() -> bool:
-        await es.indices.refresh(index=index)
-        found = await es.search(index=index, query={"ids": {"values": sorted(ids)}}, size=100)
-        return {hit["_id"] for hit in found["hits"]["hits"]} == ids
+        found = await probe.search(index, {"query": {"ids": {"values": sorted(ids)}}, "size": 100})
+        return {hit["_id"] for hit in found} == ids
 
     await eventually(present)
 
 
+@every_engine
 async def test_replays_and_overlapping_consumers_never_go_back_in_time(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """A second consumer (its own lease table) replays the whole stream from its start while the
     first keeps going and new writes arrive: every document's version only ever grows, and the
@@ -211,8 +217,8 @@ async def test_replays_and_overlapping_consumers_never_go_back_in_time(
     table = aws.unique_name("replay")
     await aws.create_stream_table(clients.dynamodb, table)
     tables = [{"table": table, "index": index_name}]
-    first = make_config(moto_endpoint, es_url(), aws.unique_name("leases"), tables)
-    replayer = make_config(moto_endpoint, es_url(), aws.unique_name("leases"), tables)
+    first = make_config(moto_endpoint, target, aws.unique_name("leases"), tables)
+    replayer = make_config(moto_endpoint, target, aws.unique_name("leases"), tables)
     for round_ in range(5):
         for key in ("a", "b", "c"):
             await put(clients.dynamodb, table, key, n=round_)
@@ -221,10 +227,14 @@ async def test_replays_and_overlapping_consumers_never_go_back_in_time(
 
     async def watch_versions() -> None:
         while True:
-            found = await es.options(ignore_status=404).mget(
-                index=index_name, ids=["a", "b", "c"], realtime=True
+            found = await probe.request(
+                "POST",
+                f"/{index_name}/_mget",
+                {"ids": ["a", "b", "c"]},
+                params={"realtime": "true"},
+                ok=(404,),
             )
-            for doc in found.get("docs", []):
+            for doc in (found or {}).get("docs", []):
                 if doc.get("found"):
                     if doc["_version"] < seen.get(doc["_id"], 0):
                         went_back.append(doc["_id"])
@@ -234,12 +244,12 @@ async def test_replays_and_overlapping_consumers_never_go_back_in_time(
     watcher = asyncio.create_task(watch_versions())
     try:
         async with running(first):
-            await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+            await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
             async with running(replayer):
                 for round_ in range(5, 10):
                     for key in ("a", "b", "c"):
                         await put(clients.dynamodb, table, key, n=round_)
-                await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+                await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -249,7 +259,7 @@ async def test_replays_and_overlapping_consumers_never_go_back_in_time(
 
 
 async def test_a_child_continues_the_version_clock_of_its_parent(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """An item changed in a parent and again in its child within the same second: the child's
     image gets the higher version (its clock starts at the parent's last), so it wins even when
@@ -261,31 +271,34 @@ async def test_a_child_continues_the_version_clock_of_its_parent(
     sim.rollover(sim.open_shards()[0].shard_id)
     await put(clients.dynamodb, table, "k", n=2)
     config = make_config(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     async with running(config):
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
-    child_version = (await es.get(index=index_name, id="k"))["_version"]
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
+    child = await probe.get(index_name, "k")
+    assert child is not None
+    child_version = child["_version"]
     # Replaying the parent's image (its version is older) must not win.
-    with pytest.raises(ConflictError):
-        await es.index(
-            index=index_name,
-            id="k",
-            document={"n": 1},
-            version=child_version - 1,
-            version_type="external",
+    with pytest.raises(ProbeError) as refused:
+        await probe.put(
+            index_name, "k", {"n": 1}, version=str(child_version - 1), version_type="external"
         )
-    assert (await es.get(index=index_name, id="k"))["_source"]["n"] == 2
+    assert refused.value.status == 409, refused.value
+    after = await probe.get(index_name, "k")
+    assert after is not None
+    assert after["_source"]["n"] == 2
 
 
+@every_engine
 async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
-    es: AsyncElasticsearch, index_name: str
+    target: Target, probe: Probe, index_name: str
 ) -> None:
-    """With index.gc_deletes shortened, Elasticsearch forgets a delete's version within a second,
+    """With index.gc_deletes shortened, the engine forgets a delete's version within a second,
     and a plain external-version write of an older image brings the document back (shown with a
     probe document). Through the bulk indexer, the tombstone makes it go again."""
-    await es.indices.create(index=index_name, settings={"index.gc_deletes": "0s"})
-    indexer = BulkIndexer(es, BulkConfig(), Metrics(), _no_rejections)
+    await probe.create_index(index_name, {"settings": {"index.gc_deletes": "0s"}})
+    engine = engine_for(target)
+    indexer = BulkIndexer(engine, BulkConfig(), Metrics(), _no_rejections)
     lanes = asyncio.create_task(indexer.run())
     tracker = AckTracker()
 
@@ -301,22 +314,24 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
         await indexer.put(action("probe", 10, {"n": 1}))
         await indexer.drain()
         await indexer.put(action("gone", 20, None))
-        await es.delete(index=index_name, id="probe", version=20, version_type="external")
+        await probe.request(
+            "DELETE",
+            f"/{index_name}/_doc/probe",
+            params={"version": "20", "version_type": "external"},
+        )
         await indexer.drain()
 
         async def delete_forgotten() -> bool:
-            await es.indices.refresh(index=index_name)
-            await es.indices.flush(index=index_name)
+            await probe.refresh(index_name)
+            await probe.request("POST", f"/{index_name}/_flush")
             try:
-                await es.index(
-                    index=index_name,
-                    id="probe",
-                    document={"n": 1},
-                    version=11,
-                    version_type="external",
+                await probe.put(
+                    index_name, "probe", {"n": 1}, version="11", version_type="external"
                 )
-            except ConflictError:
-                return False
+            except ProbeError as error:
+                if error.status == 409:
+                    return False
+                raise
             return True
 
         await eventually(delete_forgotten, within=30)
@@ -325,35 +340,55 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
     finally:
         await indexer.close()
         await lanes
-    assert not await es.exists(index=index_name, id="gone"), "the delete stands"
-    assert await es.exists(index=index_name, id="probe"), "without tombstones it came back"
+        await engine.close()
+    assert await probe.get(index_name, "gone") is None, "the delete stands"
+    assert await probe.get(index_name, "probe") is not None, "without tombstones it came back"
 
 
 async def test_an_unreadable_tombstone_is_waited_for_not_assumed_absent(
-    es: AsyncElasticsearch, index_name: str
+    target: Target, probe: Probe, index_name: str
 ) -> None:
     """The day's tombstone index is closed, so the look-up after a create answers with an
     error for it: the check must retry until it can read the tombstone, then delete again."""
-    tombstones = Tombstones(es)
+    engine = engine_for(target)
+    try:
+        await check_an_unreadable_tombstone(engine, probe, index_name)
+    finally:
+        await engine.close()
+
+
+async def check_an_unreadable_tombstone(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    tombstones = Tombstones(engine)
     await tombstones.ensure_template()
 
     def action(op: str, version: int) -> Action:
         source = orjson.dumps({"n": 1}) if op == "index" else None
         return Action(op, index_name, "x", version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
 
-    lines = tombstones.lines(action("delete", 20))
-    day = orjson.loads(lines.split(b"\n")[0])["index"]["_index"]
-    await es.bulk(operations=[lines], refresh=True)  # type: ignore[list-item]
-    await es.index(index=index_name, id="x", document={"n": 1}, version=10, version_type="external")
-    await es.indices.close(index=day)
+    # The tombstone exactly as the bulk indexer records it (the same index, id and version).
+    meta_line, tombstone_line, _ = tombstones.lines(action("delete", 20)).split(b"\n")
+    meta = orjson.loads(meta_line)["index"]
+    day = meta["_index"]
+    await probe.put(
+        day,
+        meta["_id"],
+        orjson.loads(tombstone_line),
+        version=str(meta["version"]),
+        version_type=meta["version_type"],
+        refresh="true",
+    )
+    await probe.put(index_name, "x", {"n": 1}, version="10", version_type="external")
+    await probe.request("POST", f"/{day}/_close")
     try:
         check = asyncio.create_task(tombstones.bury_again([action("index", 10)]))
         await asyncio.sleep(3)
         assert not check.done(), "an error answer was taken for 'no tombstone'"
     finally:
-        await es.indices.open(index=day, wait_for_active_shards="1")
+        await probe.request("POST", f"/{day}/_open", params={"wait_for_active_shards": "1"})
     await asyncio.wait_for(check, timeout=60)
-    assert not await es.exists(index=index_name, id="x"), "the delete stands"
+    assert await probe.get(index_name, "x") is None, "the delete stands"
 
 
 async def _no_rejections(action: Action, error: dict[str, Any]) -> None:

@@ -1,19 +1,28 @@
-"""The bulk indexer against a real Elasticsearch node: external versions, stale writes,
-rejected documents and deletes of absent documents."""
+"""The sink on every engine (Elasticsearch and each OpenSearch version) against real nodes:
+external versions, stale writes, rejected documents, deletes of absent documents, tombstones,
+dead letters, ids that need escaping, and the point-in-time scan."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from elasticsearch import AsyncElasticsearch
+import pytest
 
-from streamsync.config import BulkConfig
+from streamsync.config import BulkConfig, DeadLettersConfig, parse_config
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.cluster import cluster_problems
+from streamsync.sink.deadletter import DeadLetter, DeadLetters
+from streamsync.sink.engine import SearchEngine
+from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action, Origin
+from tests.support.search import Probe, Target, engine_for, every_engine
+
+ODD_IDS = ["a/b", "c|d", "e%20f", "g h", "ünï-ç∅dé", "h!i@j:k", "x?y#z&w=1+2", "*,;"]
 
 
 def make(index: str, doc_id: str, version: int, document: Any, tracker: AckTracker) -> Action:
@@ -24,38 +33,166 @@ def make(index: str, doc_id: str, version: int, document: Any, tracker: AckTrack
     return act
 
 
-async def test_versions_order_writes_and_bad_documents_do_not_block(
-    es: AsyncElasticsearch, index_name: str
-) -> None:
-    await es.indices.create(index=index_name, mappings={"properties": {"n": {"type": "long"}}})
-    rejected: list[dict[str, Any]] = []
+@pytest.fixture
+async def engine(target: Target) -> AsyncIterator[SearchEngine]:
+    engine = engine_for(target)
+    yield engine
+    await engine.close()
 
+
+async def index_all(
+    engine: SearchEngine, actions: list[Action], rejected: list[dict[str, Any]], **bulk: Any
+) -> Metrics:
     async def on_rejected(_: Action, error: dict[str, Any]) -> None:
         rejected.append(error)
 
     metrics = Metrics()
-    indexer = BulkIndexer(es, BulkConfig(max_in_flight=2), metrics, on_rejected)
+    tombstones = Tombstones(engine)
+    await tombstones.ensure_template()
+    indexer = BulkIndexer(engine, BulkConfig(**bulk), metrics, on_rejected, tombstones)
     lanes = asyncio.create_task(indexer.run())
+    for act in actions:
+        await indexer.put(act)
+    await indexer.drain()
+    await indexer.close()
+    await lanes
+    return metrics
+
+
+@every_engine
+async def test_versions_order_writes_and_bad_documents_do_not_block(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    await probe.create_index(index_name, {"mappings": {"properties": {"n": {"type": "long"}}}})
+    rejected: list[dict[str, Any]] = []
     tracker = AckTracker()
-    for act in [
+    first = [
         make(index_name, "a", 20, {"n": 2}, tracker),
         make(index_name, "gone", 21, None, tracker),  # never existed
         make(index_name, "bad", 22, {"n": "not a number"}, tracker),
         make(index_name, "b", 23, {"n": 3}, tracker),
-    ]:
-        await indexer.put(act)
-    await indexer.drain()
-    await indexer.put(make(index_name, "a", 10, {"n": 1}, tracker))  # older image, replayed
-    await indexer.drain()
-    await indexer.close()
-    await lanes
+    ]
+    metrics = await index_all(engine, first, rejected, max_in_flight=2)
+    stale = await index_all(engine, [make(index_name, "a", 10, {"n": 1}, tracker)], rejected)
 
-    await es.indices.refresh(index=index_name)
-    a = await es.get(index=index_name, id="a")
+    await probe.refresh(index_name)
+    a = await probe.get(index_name, "a")
+    assert a is not None
     assert (a["_source"], a["_version"]) == ({"n": 2}, 20)
-    assert (await es.get(index=index_name, id="b"))["_source"] == {"n": 3}
-    assert not (await es.exists(index=index_name, id="bad"))
-    assert [(e["status"], e["type"]) for e in rejected] == [(400, "document_parsing_exception")]
+    b = await probe.get(index_name, "b")
+    assert b is not None
+    assert b["_source"] == {"n": 3}
+    assert await probe.get(index_name, "bad") is None
+    # Elasticsearch says document_parsing_exception, OpenSearch mapper_parsing_exception.
+    assert [(e["status"], e["type"]) for e in rejected] in (
+        [(400, "document_parsing_exception")],
+        [(400, "mapper_parsing_exception")],
+    )
     assert tracker.outstanding == 0
-    assert metrics.value("streamsync_documents_indexed_total", table="t") == 3  # a, b, stale a
+    assert metrics.value("streamsync_documents_indexed_total", table="t") == 2  # a, b
     assert metrics.value("streamsync_documents_deleted_total", table="t") == 1
+    # The older image is acknowledged (a version conflict is "already newer"), not written.
+    assert stale.value("streamsync_documents_indexed_total", table="t") == 1
+
+
+@every_engine
+async def test_a_delete_outlives_gc_deletes_through_its_tombstone(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    """With gc_deletes at 0 the engine forgets a delete at once; an older image arriving later
+    must still not bring the document back."""
+    await probe.create_index(index_name, {"settings": {"index.gc_deletes": "0s"}})
+    tracker = AckTracker()
+    await index_all(engine, [make(index_name, "k", 5, {"n": 5}, tracker)], [])
+    await index_all(engine, [make(index_name, "k", 7, None, tracker)], [])
+    await asyncio.sleep(1)  # past gc_deletes (0 s) and a refresh
+    await index_all(engine, [make(index_name, "k", 6, {"n": 6}, tracker)], [])
+
+    await probe.refresh(index_name)
+    assert await probe.get(index_name, "k") is None
+    assert tracker.outstanding == 0
+
+
+@every_engine
+async def test_ids_that_need_escaping_round_trip(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    tracker = AckTracker()
+    actions = [make(index_name, i, 3, {"id": i}, tracker) for i in ODD_IDS]
+    await index_all(engine, actions, [])
+    assert set((await probe.documents(index_name)).keys()) == set(ODD_IDS)
+
+    for doc_id in ODD_IDS:
+        await engine.put_document(index_name, doc_id, {"id": doc_id, "again": True})
+    found = await engine.mget([{"_index": index_name, "_id": i} for i in ODD_IDS])
+    assert [doc["_source"] for doc in found] == [{"id": i, "again": True} for i in ODD_IDS]
+
+    for doc_id in ODD_IDS:
+        await engine.delete_document(index_name, doc_id)
+    await engine.delete_document(index_name, "never-there")  # absent: nothing happens
+    assert await probe.documents(index_name) == {}
+
+
+@every_engine
+async def test_a_scan_pages_through_every_document_once(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    tracker = AckTracker()
+    await index_all(
+        engine, [make(index_name, f"d{n}", 2, {"n": n}, tracker) for n in range(53)], []
+    )
+    await engine.refresh(index_name)
+
+    pages = [page async for page in engine.scan(index_name, page_size=10)]
+
+    assert [len(page) for page in pages] == [10, 10, 10, 10, 10, 3]
+    assert sorted(hit["_id"] for page in pages for hit in page) == sorted(
+        f"d{n}" for n in range(53)
+    )
+
+
+@every_engine
+async def test_dead_letters_are_stored_once_per_record(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    letters = DeadLetters(engine, DeadLettersConfig(index=f"{index_name}-dlq"), Metrics())
+    await letters.ensure_index()
+    letter = DeadLetter("t", "shard-1", "42", 42, "oops", {"type": "oops"}, {"dynamodb": {}})
+    await letters.put(letter)
+    await letters.put(letter)  # stored again after a replay: still one copy
+
+    stored = await probe.documents(f"{index_name}-dlq")
+    assert [doc["sequence_number"] for doc in stored.values()] == ["42"]
+
+
+@every_engine
+async def test_the_cluster_check_names_the_engine_and_passes(engine: SearchEngine) -> None:
+    config = parse_config(
+        '{"aws": {"region": "us-east-1"}, "elasticsearch": {"hosts": ["http://x:1"]}, '
+        '"tables": [{"table": "ttt", "index": "iii"}]}'
+    )
+    assert await cluster_problems(engine, config) == []
+    assert (await engine.identify()).product == engine.product
+
+
+@every_engine
+async def test_the_wrong_engine_for_a_cluster_is_named_with_the_fix(target: Target) -> None:
+    """An OpenSearch cluster described as `elasticsearch:` (and the other way round) is one line
+    naming the section to use instead."""
+    other = "opensearch" if target.engine == "elasticsearch" else "elasticsearch"
+    swapped = Target(other, target.version, target.url)
+    engine = engine_for(swapped)
+    try:
+        config = parse_config(
+            orjson.dumps(
+                {
+                    "aws": {"region": "us-east-1"},
+                    **swapped.section(),
+                    "tables": [{"table": "ttt", "index": "iii"}],
+                }
+            ).decode()
+        )
+        [problem] = await cluster_problems(engine, config)
+    finally:
+        await engine.close()
+    assert f"describe it in an `{target.engine}:` section instead of `{other}:`" in problem

@@ -17,12 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from elasticsearch import AsyncElasticsearch
 
 from tests.support import aws, streams_sim
-from tests.support.elasticsearch import EsNode, es_url
+from tests.support.elasticsearch import EsNode
 from tests.support.moto_server import StreamsServer
 from tests.support.pipeline import eventually, make_config, pk, running, wait_until_equal
+from tests.support.search import Probe, Target
 
 
 async def put(ddb: Any, table: str, key: str, n: int) -> None:
@@ -37,13 +37,14 @@ async def test_expired_iterators_resume_after_the_last_record_read(
     clients: aws.Clients,
     moto_endpoint: str,
     streams_server: StreamsServer,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
 ) -> None:
     table = aws.unique_name("expiry")
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
-        moto_endpoint, es_url(), aws.unique_name("leases"), [{"table": table, "index": index_name}]
+        moto_endpoint, target, aws.unique_name("leases"), [{"table": table, "index": index_name}]
     )
     async with running(config) as sync:
         for i in range(30):
@@ -51,14 +52,14 @@ async def test_expired_iterators_resume_after_the_last_record_read(
             if i % 10 == 5:
                 streams_sim.stream_of(table).expire_iterators()
                 streams_server.faults.inject("GetRecords", "ExpiredIteratorException", table=table)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
     assert sync.metrics.value("streamsync_records_read_total", table=table) == records_in(table), (
         "no gap and no re-read: every record read exactly once"
     )
 
 
 async def _checkpoint_then_trim(
-    clients: aws.Clients, moto_endpoint: str, index_name: str, on_trimmed: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, index_name: str, on_trimmed: str
 ) -> tuple[str, Any, int]:
     """Reads 10 records and stops; 10 more are written and the oldest 15 trimmed, so the
     checkpoint now points into trimmed data."""
@@ -66,7 +67,7 @@ async def _checkpoint_then_trim(
     await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": table, "index": index_name, "on_trimmed": on_trimmed}],
     )
@@ -92,13 +93,14 @@ async def _read_all(sync: Any, table: str, count: int) -> bool:
 async def test_a_checkpoint_trimmed_away_stops_the_shard_loudly_by_default(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="streamsync")
     table, config, checkpoint = await _checkpoint_then_trim(
-        clients, moto_endpoint, index_name, "fail"
+        clients, moto_endpoint, target, index_name, "fail"
     )
     async with running(config) as sync:
         await eventually(
@@ -117,20 +119,20 @@ async def test_a_checkpoint_trimmed_away_stops_the_shard_loudly_by_default(
     assert lost.levelname == "ERROR"
     assert lost.lost_after == str(checkpoint)  # type: ignore[attr-defined]
     assert "on_trimmed=fail" in lost.getMessage()
-    indexed = await es.count(index=index_name)
-    assert indexed["count"] == 10, "nothing after the loss was indexed silently"
+    assert await probe.count(index_name) == 10, "nothing after the loss was indexed silently"
 
 
 async def test_a_checkpoint_trimmed_away_restarts_at_the_horizon_when_configured(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="streamsync")
     table, config, checkpoint = await _checkpoint_then_trim(
-        clients, moto_endpoint, index_name, "restart_from_trim_horizon"
+        clients, moto_endpoint, target, index_name, "restart_from_trim_horizon"
     )
     first_kept = streams_sim.stream_of(table).shards[0].records[0][0]
     async with running(config) as sync:
@@ -138,9 +140,8 @@ async def test_a_checkpoint_trimmed_away_restarts_at_the_horizon_when_configured
     messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(m.startswith("records lost") and f"after {checkpoint}" in m for m in messages)
     assert f"resumed after lost records at {first_kept}" in messages
-    await es.indices.refresh(index=index_name)
-    late = await es.search(index=index_name, query={"prefix": {"pk": "late"}}, size=20)
-    assert sorted(h["_id"] for h in late["hits"]["hits"]) == [f"late{i}" for i in range(5, 10)]
+    late = await probe.search(index_name, {"query": {"prefix": {"pk": "late"}}, "size": 20})
+    assert sorted(h["_id"] for h in late) == [f"late{i}" for i in range(5, 10)]
 
 
 async def _value(sync: Any, name: str, expect: float, **labels: str) -> bool:
@@ -150,7 +151,8 @@ async def _value(sync: Any, name: str, expect: float, **labels: str) -> bool:
 async def test_a_deleted_table_stops_itself_while_others_keep_flowing(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -160,7 +162,7 @@ async def test_a_deleted_table_stops_itself_while_others_keep_flowing(
         await aws.create_stream_table(clients.dynamodb, table)
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [
             {"table": doomed, "index": f"{index_name}-doomed"},
@@ -171,7 +173,7 @@ async def test_a_deleted_table_stops_itself_while_others_keep_flowing(
     async with running(config) as sync:
         await put(clients.dynamodb, doomed, "d1", 1)
         await put(clients.dynamodb, kept, "k1", 1)
-        await wait_until_equal(clients.dynamodb, es, kept, f"{index_name}-kept", pk)
+        await wait_until_equal(clients.dynamodb, probe, kept, f"{index_name}-kept", pk)
         await clients.dynamodb.delete_table(TableName=doomed)
 
         def table_failed() -> bool:
@@ -182,9 +184,9 @@ async def test_a_deleted_table_stops_itself_while_others_keep_flowing(
         await eventually(lambda: _true(table_failed()))
         for i in range(2, 6):
             await put(clients.dynamodb, kept, f"k{i}", i)
-        await wait_until_equal(clients.dynamodb, es, kept, f"{index_name}-kept", pk)
+        await wait_until_equal(clients.dynamodb, probe, kept, f"{index_name}-kept", pk)
         assert any(doomed in reason for reason in sync.readiness())
-    assert (await es.get(index=f"{index_name}-doomed", id="d1"))["found"]
+    assert await probe.get(f"{index_name}-doomed", "d1") is not None
 
 
 async def _true(value: bool) -> bool:
@@ -194,7 +196,8 @@ async def _true(value: bool) -> bool:
 async def test_a_leased_shard_gone_from_the_stream_and_an_orphan_child_are_handled(
     clients: aws.Clients,
     moto_endpoint: str,
-    es: AsyncElasticsearch,
+    target: Target,
+    probe: Probe,
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -208,7 +211,7 @@ async def test_a_leased_shard_gone_from_the_stream_and_an_orphan_child_are_handl
     sim = streams_sim.stream_of(table)
     root = sim.open_shards()[0].shard_id
     tables = [{"table": table, "index": index_name, "on_trimmed": "restart_from_trim_horizon"}]
-    config = make_config(moto_endpoint, es_url(), aws.unique_name("leases"), tables)
+    config = make_config(moto_endpoint, target, aws.unique_name("leases"), tables)
     for i in range(5):
         await put(clients.dynamodb, table, f"root{i}", i)
     async with running(config) as sync:
@@ -220,31 +223,29 @@ async def test_a_leased_shard_gone_from_the_stream_and_an_orphan_child_are_handl
     sim.drop(root)
 
     async with running(config):
-        await eventually(lambda: _indexed(es, index_name, 11))
+        await eventually(lambda: _indexed(probe, index_name, 11))
     assert any(
         r.getMessage().startswith("records lost") and r.shard == root  # type: ignore[attr-defined]
         for r in caplog.records
     )
-    assert not await es.exists(index=index_name, id="root-unread"), "it expired unread"
+    assert await probe.get(index_name, "root-unread") is None, "it expired unread"
 
     fresh = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": table, "index": f"{index_name}-fresh"}],
     )
     async with running(fresh):
-        await eventually(lambda: _indexed(es, f"{index_name}-fresh", 6))
+        await eventually(lambda: _indexed(probe, f"{index_name}-fresh", 6))
 
 
-async def _indexed(es: AsyncElasticsearch, index: str, count: int) -> bool:
-    await es.options(ignore_status=404).indices.refresh(index=index)
-    found = await es.options(ignore_status=404).count(index=index)
-    return bool(found.get("count") == count)
+async def _indexed(probe: Probe, index: str, count: int) -> bool:
+    return await probe.count(index) == count  # refreshed first; 0 while the index is missing
 
 
 async def test_malformed_records_and_odd_values_never_crash_a_poller(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """Records no real stream should carry are injected raw into the simulated shard; values a
     stream can carry (deep nesting, huge numbers, binary that is not UTF-8, keys with the id
@@ -295,33 +296,41 @@ async def test_malformed_records_and_odd_values_never_crash_a_poller(
     letters = f"{index_name}-dead"
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         aws.unique_name("leases"),
         [{"table": table, "index": index_name, "index_mappings": {"dynamic": False}}],
         dead_letters={"index": letters},
     )
     async with running(config) as sync:
-        await eventually(lambda: _indexed(es, index_name, len(odd_items) + 2))
-        await eventually(lambda: _indexed(es, letters, 4))
+        await eventually(lambda: _indexed(probe, index_name, len(odd_items) + 2))
+        await eventually(lambda: _indexed(probe, letters, 4))
         assert sync.readiness() == []
-    doc = (await es.get(index=index_name, id="huge"))["_source"]
+    doc = await source(probe, index_name, "huge")
     assert doc["v"] == "1E+125" or doc["v"] == 1e125
     assert doc["w"] == "-99999999999999999999999999999999999999"
-    assert (await es.get(index=index_name, id="binary"))["_source"]["v"] == base64.b64encode(
+    assert (await source(probe, index_name, "binary"))["v"] == base64.b64encode(
         b"\xff\xfe\x00\x80"
     ).decode()
-    nested = (await es.get(index=index_name, id="deep"))["_source"]["v"]
+    nested = (await source(probe, index_name, "deep"))["v"]
     for _ in range(31):
         nested = nested["d"]
     assert nested == "bottom"
-    assert (await es.get(index=index_name, id="a|b\\c"))["found"]
-    assert (await es.get(index=index_name, id="m5"))["_source"]["empty"] == []
-    assert (await es.get(index=index_name, id="after"))["found"], "the poller went on"
+    assert await probe.get(index_name, "a|b\\c") is not None
+    assert (await source(probe, index_name, "m5"))["empty"] == []
+    assert await probe.get(index_name, "after") is not None, "the poller went on"
+
+
+async def source(probe: Probe, index: str, doc_id: str) -> dict[str, Any]:
+    """The document's source; it must exist."""
+    found = await probe.get(index, doc_id)
+    assert found is not None, f"{index}/{doc_id} is missing"
+    source: dict[str, Any] = found["_source"]
+    return source
 
 
 @pytest.mark.slow
 async def test_an_elasticsearch_outage_back_pressures_and_recovers(
-    clients: aws.Clients, moto_endpoint: str, es: AsyncElasticsearch, index_name: str
+    clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str
 ) -> None:
     """The real node is stopped for 60 s while writes go on: the engine stays up and says why
     it is not ready, holds a bounded number of actions, checkpoints nothing unacknowledged, and
@@ -331,13 +340,13 @@ async def test_an_elasticsearch_outage_back_pressures_and_recovers(
     leases = aws.unique_name("leases")
     config = make_config(
         moto_endpoint,
-        es_url(),
+        target,
         leases,
         [{"table": table, "index": index_name}],
         bulk={"queue_size": 200, "max_in_flight": 2, "max_actions": 50},
     )
     node = EsNode(os.environ["STREAMSYNC_TEST_ES_NODE"])
-    port = urlsplit(es_url()).port
+    port = urlsplit(target.url).port
     assert port is not None
 
     async def checkpoints() -> list[str]:
@@ -347,7 +356,7 @@ async def test_an_elasticsearch_outage_back_pressures_and_recovers(
     async with running(config) as sync:
         for i in range(50):
             await put(clients.dynamodb, table, f"before{i}", i)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
         await asyncio.sleep(2)  # the last checkpoint is written
         before = await checkpoints()
         await asyncio.to_thread(node.stop)
@@ -365,6 +374,6 @@ async def test_an_elasticsearch_outage_back_pressures_and_recovers(
             assert await checkpoints() == before
         finally:
             await asyncio.to_thread(node.start, port)
-        await wait_until_equal(clients.dynamodb, es, table, index_name, pk, within=120)
+        await wait_until_equal(clients.dynamodb, probe, table, index_name, pk, within=120)
         assert sync.readiness() == []
     assert most_outstanding <= 200 + 2 * 50, "memory stays bounded by the queue and batches"

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch
-from elasticsearch.helpers import async_scan
-
-from tests.support.pipeline import comparable, expected_document, index_documents, scan_table
+from tests.support.pipeline import comparable, expected_document, scan_table
+from tests.support.search import Probe
 from tests.support.workload import TableShape, expected_id, key_of, random_value
 
 STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
@@ -176,13 +174,9 @@ def same_image(a: dict[str, Any], b: dict[str, Any]) -> bool:
 DeadLetterImages = dict[tuple[str, str], list[dict[str, Any]]]  # (index, doc id) -> NewImages
 
 
-async def dead_letters_in_index(es: AsyncElasticsearch, index: str) -> DeadLetterImages:
-    await es.options(ignore_status=404).indices.refresh(index=index)
+async def dead_letters_in_index(probe: Probe, index: str) -> DeadLetterImages:
     found: DeadLetterImages = defaultdict(list)
-    if not await es.indices.exists(index=index):
-        return found
-    async for hit in async_scan(es, index=index, size=1000):
-        letter = hit["_source"]
+    for letter in (await probe.documents(index)).values():  # empty while the index is missing
         image = letter.get("record", {}).get("dynamodb", {}).get("NewImage")
         found[(str(letter.get("index")), str(letter.get("doc_id")))].append(image)
     return found
@@ -233,7 +227,7 @@ class Verdict:
 
 async def verdict(
     ddb: Any,
-    es: AsyncElasticsearch,
+    probe: Probe,
     workload: PoisonWorkload,
     index: str,
     letters_index: DeadLetterImages,
@@ -241,7 +235,7 @@ async def verdict(
 ) -> Verdict:
     shape = workload.shape
     result = Verdict()
-    documents = await index_documents(es, index)
+    documents = await probe.documents(index)
     items = {expected_id(shape, item): item for item in await scan_table(ddb, shape.name)}
     for doc_id, item in items.items():
         document = documents.get(doc_id)

@@ -9,32 +9,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import yaml
 from boto3.dynamodb.types import Binary, TypeDeserializer
-from elasticsearch import AsyncElasticsearch
-from elasticsearch.helpers import async_scan
 
 from streamsync.app import StreamSync
 from streamsync.config import Config, parse_config
+from tests.support.search import Probe, Target
 
 _deserializer = TypeDeserializer()
+
+STREAMSYNC = str(Path(sys.executable).parent / "streamsync")
+"""The command, as installed in the virtual environment running the tests."""
 
 
 def config_document(
     moto_endpoint: str,
-    es_url: str,
+    cluster: str | Target,
     lease_table: str,
     tables: list[dict[str, Any]],
     **sections: Any,
 ) -> dict[str, Any]:
-    """A tables.yaml for the test services, as a document (to dump for a process)."""
+    """A tables.yaml for the test services, as a document (to dump for a process); `cluster` is
+    a target or the URL of an Elasticsearch node."""
+    section = (
+        cluster.section()
+        if isinstance(cluster, Target)
+        else {"elasticsearch": {"hosts": [cluster]}}
+    )
     return {
         "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
-        "elasticsearch": {"hosts": [es_url]},
+        **section,
         "leases": {"table": lease_table, **sections.pop("leases", {})},
         "tables": tables,
         "observability": {"listen": "127.0.0.1:0"},
@@ -44,12 +54,12 @@ def config_document(
 
 def make_config(
     moto_endpoint: str,
-    es_url: str,
+    cluster: str | Target,
     lease_table: str,
     tables: list[dict[str, Any]],
     **sections: Any,
 ) -> Config:
-    document = config_document(moto_endpoint, es_url, lease_table, tables, **sections)
+    document = config_document(moto_endpoint, cluster, lease_table, tables, **sections)
     return parse_config(yaml.safe_dump(document), source="test config")
 
 
@@ -122,22 +132,15 @@ async def scan_table(ddb: Any, table: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-async def index_documents(es: AsyncElasticsearch, index: str) -> dict[str, dict[str, Any]]:
-    await es.options(ignore_status=404).indices.refresh(index=index)
-    if not await es.indices.exists(index=index):
-        return {}
-    return {hit["_id"]: hit["_source"] async for hit in async_scan(es, index=index, size=1000)}
-
-
 async def differences(
     ddb: Any,
-    es: AsyncElasticsearch,
+    probe: Probe,
     table: str,
     index: str,
     doc_id: Callable[[dict[str, Any]], str],
 ) -> list[str]:
     """What differs between a table and its index, document by document (empty: equal)."""
-    indexed = await index_documents(es, index)
+    indexed = await probe.documents(index)
     problems: list[str] = []
     for item in await scan_table(ddb, table):
         key = doc_id(item)
@@ -153,7 +156,7 @@ async def differences(
 
 async def wait_until_equal(
     ddb: Any,
-    es: AsyncElasticsearch,
+    probe: Probe,
     table: str,
     index: str,
     doc_id: Callable[[dict[str, Any]], str],
@@ -163,7 +166,7 @@ async def wait_until_equal(
     problems: list[str] = []
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(within):
-            while problems := await differences(ddb, es, table, index, doc_id):  # noqa: ASYNC110
+            while problems := await differences(ddb, probe, table, index, doc_id):  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
     assert not problems, f"{len(problems)} differences, e.g. {problems[:5]}"
 

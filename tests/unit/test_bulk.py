@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
-from elastic_transport import ConnectionError as TransportConnectionError
 
 from streamsync.config import BulkConfig
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.engine import Unreachable
 from streamsync.transform.actions import Action, Origin
 
 Outcome = Callable[[dict[str, Any]], tuple[int, dict[str, Any] | None]]
@@ -33,13 +33,13 @@ class FakeCluster:
         self.gate: asyncio.Event | None = None  # when set, requests wait for it
         self.fail_requests = 0
 
-    async def bulk(self, operations: list[bytes]) -> dict[str, Any]:
+    async def bulk(self, body: bytes) -> dict[str, Any]:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_requests:
             self.fail_requests -= 1
-            raise TransportConnectionError("connection refused")
-        lines = [orjson.loads(line) for line in operations[0].splitlines()]
+            raise Unreachable("connection refused")
+        lines = [orjson.loads(line) for line in body.splitlines()]
         items: list[tuple[str, dict[str, Any], Any]] = []
         position = 0
         while position < len(lines):
@@ -113,16 +113,14 @@ async def test_a_document_is_never_in_two_requests_at_once(
     cluster = FakeCluster()
     real_bulk = cluster.bulk
 
-    async def watching_bulk(operations: list[bytes]) -> dict[str, Any]:
-        ids = {
-            orjson.loads(line).get("index", {}).get("_id") for line in operations[0].splitlines()
-        }
+    async def watching_bulk(body: bytes) -> dict[str, Any]:
+        ids = {orjson.loads(line).get("index", {}).get("_id") for line in body.splitlines()}
         ids.discard(None)
         overlaps.extend(ids & in_flight)
         in_flight.update(ids)
         await asyncio.sleep(0.01)
         try:
-            return await real_bulk(operations)
+            return await real_bulk(body)
         finally:
             in_flight.difference_update(ids)
 

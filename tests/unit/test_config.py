@@ -38,7 +38,7 @@ TABLE_KEYS = (
     "initial_load"
 )
 TOP_KEYS = (
-    "aws, elasticsearch, leases, tables, bulk, polling, dead_letters, observability, "
+    "aws, elasticsearch, opensearch, leases, tables, bulk, polling, dead_letters, observability, "
     "checkpoint_interval_seconds, shutdown_grace_seconds"
 )
 
@@ -203,7 +203,7 @@ def test_a_yaml_tag_that_would_run_code_is_refused() -> None:
 def test_the_top_level_must_be_a_mapping(text: str, got: str) -> None:
     assert problems(text) == [
         "tables.yaml: the top level must be a mapping with at least the keys aws, elasticsearch "
-        f"and tables (got {got})"
+        f"(or opensearch) and tables (got {got})"
     ]
 
 
@@ -228,7 +228,7 @@ def test_an_unknown_top_level_key_lists_the_expected_ones() -> None:
 def test_missing_sections_are_required() -> None:
     assert problems("bulk: {}\n") == [
         "tables.yaml: aws: required",
-        "tables.yaml: elasticsearch: required",
+        "tables.yaml: elasticsearch: required (or opensearch, for an OpenSearch cluster)",
         "tables.yaml: tables: required",
     ]
 
@@ -665,3 +665,93 @@ def test_an_api_key_from_the_environment_conflicts_with_basic_auth_in_the_file()
 
     assert line.startswith("tables.yaml: elasticsearch: give either api_key or username")
     assert SECRET not in line
+
+
+# The search cluster: elasticsearch or opensearch, one of them
+
+
+def with_opensearch(values: dict[str, Any]) -> str:
+    data = copy.deepcopy(BASE)
+    del data["elasticsearch"]
+    data["opensearch"] = {"hosts": ["https://search-orders.eu-west-1.es.amazonaws.com"], **values}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_an_opensearch_section_names_the_engine_and_signing_takes_the_tables_region() -> None:
+    config = parse(with_opensearch({"aws_sigv4": {}}))
+    assert config.elasticsearch is None
+    assert config.cluster is config.opensearch
+    assert config.opensearch is not None
+    assert config.opensearch.aws_sigv4 is not None
+    assert config.opensearch.aws_sigv4.model_dump() == {"region": "us-east-1", "service": "es"}
+    signed = parse(with_opensearch({"aws_sigv4": {"region": "eu-west-1", "service": "aoss"}}))
+    assert signed.opensearch is not None
+    assert signed.opensearch.aws_sigv4 is not None
+    assert signed.opensearch.aws_sigv4.model_dump() == {"region": "eu-west-1", "service": "aoss"}
+
+
+def test_existing_elasticsearch_files_mean_what_they_meant() -> None:
+    config = parse(MINIMUM)
+    assert config.opensearch is None
+    assert config.cluster is config.elasticsearch
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            with_opensearch({}).replace(
+                "opensearch:", "elasticsearch: {hosts: ['http://a:9200']}\nopensearch:"
+            ),
+            "tables.yaml: opensearch: give either elasticsearch or opensearch, not both",
+        ),
+        (
+            with_opensearch({"aws_sigv4": {"service": "lambda"}}),
+            "tables.yaml: opensearch.aws_sigv4.service: must be 'es' or 'aoss' (got 'lambda')",
+        ),
+        (
+            with_opensearch({"aws_sigv4": {}, "username": "u", "password": "p"}),
+            "tables.yaml: opensearch: give either aws_sigv4 or username and password, not both "
+            "(an Amazon OpenSearch Service domain with fine-grained access control maps the IAM "
+            "role instead)",
+        ),
+        (
+            with_opensearch({"api_key": "k"}),
+            "tables.yaml: opensearch.api_key: unknown key (expected one of: hosts, username, "
+            "password, ca_certs, verify_certs, request_timeout_seconds, aws_sigv4)",
+        ),
+        (
+            config_with("elasticsearch", {"cloud_id": "deployment:ZXhhbXBsZQ=="}),
+            "tables.yaml: elasticsearch: give either hosts (a list of URLs) or cloud_id (an "
+            "Elastic Cloud deployment), not both",
+        ),
+    ],
+    ids=["both", "service", "sigv4-and-basic", "api-key", "cloud-id-and-hosts"],
+)
+def test_cluster_mistakes_are_one_line_each(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_a_cloud_id_replaces_hosts() -> None:
+    data = copy.deepcopy(BASE)
+    data["elasticsearch"] = {"cloud_id": "deployment:ZXhhbXBsZQ==", "api_key": SECRET}
+    config = parse(yaml.safe_dump(data))
+    assert config.elasticsearch is not None
+    kwargs = config.elasticsearch.client_kwargs()
+    assert kwargs["cloud_id"] == "deployment:ZXhhbXBsZQ=="
+    assert "hosts" not in kwargs
+    assert kwargs["api_key"] == SECRET
+    assert SECRET not in repr(config)
+
+
+def test_credentials_from_the_environment_apply_to_opensearch_too() -> None:
+    environ = {"STREAMSYNC_ES_USERNAME": "admin", "STREAMSYNC_ES_PASSWORD": SECRET}
+    config = parse(with_opensearch({}), environ)
+    assert config.opensearch is not None
+    assert config.opensearch.username == "admin"
+    assert config.opensearch.password is not None
+    assert config.opensearch.password.get_secret_value() == SECRET
+    assert problems(with_opensearch({}), {"STREAMSYNC_ES_API_KEY": SECRET}) == [
+        "tables.yaml: opensearch: STREAMSYNC_ES_API_KEY is set, but OpenSearch has no API keys: "
+        "unset it, and give username and password or aws_sigv4"
+    ]
