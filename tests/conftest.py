@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from tests.support import aws
+from tests.support import aws, nodes, secured
 from tests.support.elasticsearch import es_url, es_version
 from tests.support.moto_server import StreamsServer
 from tests.support.search import Clusters, Probe, Target
@@ -44,6 +45,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "search nodes this run used")
         for line in used:
             terminalreporter.write_line(line)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the OpenSearch nodes the selected tests need while the first tests run."""
+    if session.config.option.collectonly:
+        return
+    needed = {
+        str(item.callspec.params["target"])
+        for item in session.items
+        if isinstance(item, pytest.Function)
+        and hasattr(item, "callspec")
+        and "target" in item.callspec.params
+    }
+    CLUSTERS.prestart(sorted(needed))
 
 
 def pytest_sessionfinish() -> None:
@@ -99,3 +114,12 @@ async def index_name(probe: Probe) -> AsyncIterator[str]:
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
     await probe.delete_index(f"{name}*")
+
+
+@pytest.fixture(scope="session")
+def secured_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[nodes.NodeInfo, Path]]:
+    """The secured Elasticsearch node (tests/support/secured.py) and its certificate folder."""
+    certs = tmp_path_factory.mktemp("secured-certs")
+    node = secured.start(certs)
+    yield node, certs
+    secured.stop()

@@ -7,7 +7,6 @@ import os
 import re
 import ssl
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,6 @@ from tests.support.nodes import (
     ca_context,
     elasticsearch_version,
     http_json,
-    make_test_certs,
-    start_node,
-    stop_node,
 )
 
 # Another suite beside this one (scripts/run-tests.sh with STREAMSYNC_TEST_NODE) uses other nodes.
@@ -66,21 +62,14 @@ async def test_external_versions_reject_older_writes(
 # start NAME --secure CERTDIR).
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("es-certs")
-    make_test_certs(directory, [])
-    return directory
+@pytest.fixture
+def cert_dir(secured_node: tuple[NodeInfo, Path]) -> Path:
+    return secured_node[1]
 
 
-@pytest.fixture(scope="module")
-def secure_es(cert_dir: Path) -> Iterator[NodeInfo]:
-    name = f"{SUITE}-rig-secure"
-    node = start_node("elasticsearch-secure", name, cert_dir=cert_dir)
-    try:
-        yield node
-    finally:
-        stop_node("elasticsearch-secure", name)
+@pytest.fixture
+def secure_es(secured_node: tuple[NodeInfo, Path]) -> NodeInfo:
+    return secured_node[0]
 
 
 def test_secure_node_runs_the_pinned_version_over_https(secure_es: NodeInfo) -> None:

@@ -4,48 +4,39 @@ not a client."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.nodes import NodeInfo, http_json, opensearch_versions, start_node, stop_node
+from tests.support.nodes import http_json, opensearch_versions
+from tests.support.search import Target
 
-# Another suite beside this one (scripts/run-tests.sh with STREAMSYNC_TEST_NODE) uses other nodes.
-SUITE = os.environ.get("STREAMSYNC_TEST_ES_NODE", "test")
-
-
-@pytest.fixture(scope="module", params=opensearch_versions())
-def pinned_version(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def opensearch(pinned_version: str) -> Iterator[NodeInfo]:
-    """One node per pinned version, one at a time (pytest groups the tests by version)."""
-    name = f"{SUITE}-rig-{pinned_version}"
-    node = start_node("opensearch", name, version=pinned_version)
-    try:
-        yield node
-    finally:
-        stop_node("opensearch", name)
+# The suite's node of each pinned version (tests/conftest.py starts them).
+pytestmark = pytest.mark.parametrize(
+    "target", [f"opensearch-{version}" for version in opensearch_versions()], indirect=True
+)
 
 
 @pytest.fixture
-def index_url(opensearch: NodeInfo) -> Iterator[str]:
+def opensearch(target: Target) -> Target:
+    return target
+
+
+@pytest.fixture
+def index_url(opensearch: Target) -> Iterator[str]:
     url = f"{opensearch.url}/test-{uuid.uuid4().hex[:12]}"
     yield url
     http_json("DELETE", url)
 
 
-def test_node_runs_the_pinned_version(opensearch: NodeInfo, pinned_version: str) -> None:
+def test_node_runs_the_pinned_version(opensearch: Target) -> None:
     status, body = http_json("GET", opensearch.url)
 
     assert status == 200
     assert body["version"]["distribution"] == "opensearch"
-    assert body["version"]["number"] == pinned_version
-    assert opensearch.version == pinned_version
+    assert body["version"]["number"] in opensearch_versions()
+    assert f"opensearch-{body['version']['number']}" == opensearch.name
 
 
 def test_external_versions_reject_older_writes(index_url: str) -> None:

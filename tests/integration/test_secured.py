@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,48 +21,15 @@ from streamsync.sink.cluster import cluster_problems, connect
 from tests.support import aws, nodes
 from tests.support.pipeline import STREAMSYNC, config_document, pk, wait_until_equal
 from tests.support.search import Probe, Target
-
-WRITER_PASSWORD = "writer-" + secrets.token_urlsafe(12)
-READER_PASSWORD = "reader-" + secrets.token_urlsafe(12)
-
-ROLES = {
-    # What the README lists under 'Secured clusters': streamsync's own role.
-    "streamsync_writer": {
-        "cluster": ["monitor", "manage_index_templates"],
-        "indices": [
-            {
-                "names": ["*"],
-                "privileges": [
-                    "create_index",
-                    "view_index_metadata",
-                    "read",
-                    "write",
-                    "maintenance",
-                ],
-            },
-            {"names": ["streamsync-tombstones-*"], "privileges": ["delete_index"]},
-        ],
-    },
-    # Can log in and see the cluster, but not touch an index.
-    "monitor_only": {"cluster": ["monitor"]},
-}
+from tests.support.secured import READER_PASSWORD, ROLES, WRITER_PASSWORD
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[nodes.NodeInfo, Path]]:
-    certs = tmp_path_factory.mktemp("certs")
-    nodes.make_test_certs(certs, [])
-    (certs / "roles.yml").write_text(yaml.safe_dump(ROLES))
-    (certs / "users").write_text(
-        f"streamsync:{WRITER_PASSWORD}:streamsync_writer\nreader:{READER_PASSWORD}:monitor_only\n"
-    )
-    name = f"{os.environ.get('STREAMSYNC_TEST_ES_NODE', 'test')}-secured"
-    node = nodes.start_node("elasticsearch-secure", name, cert_dir=certs)
-    yield node, certs
-    nodes.stop_node("elasticsearch-secure", name)
+@pytest.fixture
+def secured(secured_node: tuple[nodes.NodeInfo, Path]) -> tuple[nodes.NodeInfo, Path]:
+    return secured_node
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def api_key(secured: tuple[nodes.NodeInfo, Path]) -> str:
     """An API key with streamsync's documented role, as the create-API-key answer encodes it."""
     node, certs = secured

@@ -7,8 +7,11 @@ calls the tests need over aiohttp, the same on every engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -181,33 +184,52 @@ every_engine = pytest.mark.parametrize("target", ENGINES, indirect=True)
 
 class Clusters:
     """The suite's search nodes: the Elasticsearch node `make test` started, and OpenSearch nodes
-    started on first use (one per pinned version) and stopped when the session ends."""
+    (one per pinned version), started in the background as soon as the collected tests show
+    they are needed (a JVM takes tens of seconds to start; the first tests run meanwhile), and
+    stopped when the session ends."""
 
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
-        self._started: list[nodes.NodeInfo] = []
+        self._starting: dict[str, Future[nodes.NodeInfo]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-node")
+
+    def prestart(self, keys: Iterable[str]) -> None:
+        """Starts, in the background, the OpenSearch nodes these targets need."""
+        for key in keys:
+            if key != "elasticsearch" and key not in self._starting:
+                version = self._version(key)
+                suite = os.environ.get("STREAMSYNC_TEST_ES_NODE", "test")
+                self._starting[key] = self._pool.submit(
+                    nodes.start_node, "opensearch", f"{suite}-os{version}", version=version
+                )
 
     def get(self, key: str) -> Target:
         if key not in self._targets:
-            self._targets[key] = self._start(key)
+            self._targets[key] = self._target(key)
         return self._targets[key]
 
-    def _start(self, key: str) -> Target:
+    def _target(self, key: str) -> Target:
         if key == "elasticsearch":
             url = es_url()
             return Target("elasticsearch", es_version(url), url)
+        self.prestart([key])
+        node = self._starting[key].result()
+        return Target("opensearch", node.version, node.url)
+
+    @staticmethod
+    def _version(key: str) -> str:
         engine, _, version = key.partition("-")
         if engine != "opensearch" or version not in nodes.opensearch_versions():
             raise ValueError(f"no such search target {key!r}; one of {', '.join(ENGINES)}")
-        suite = os.environ.get("STREAMSYNC_TEST_ES_NODE", "test")
-        node = nodes.start_node("opensearch", f"{suite}-os{version}", version=version)
-        self._started.append(node)
-        return Target("opensearch", node.version, node.url)
+        return version
 
     def used(self) -> list[str]:
         return [f"{t.engine} {t.version} at {t.url}" for t in self._targets.values()]
 
     def stop(self) -> None:
-        for node in self._started:
-            nodes.stop_node(node.kind, node.name)
-        self._started.clear()
+        for future in self._starting.values():
+            with contextlib.suppress(Exception):  # a node that failed to start is stopped too
+                node = future.result()
+                nodes.stop_node(node.kind, node.name)
+        self._starting.clear()
+        self._pool.shutdown()
