@@ -3,11 +3,12 @@
 A stream only carries the last 24 hours, so every real deployment starts with a table scan. The
 scan is a parallel Scan (Segment/TotalSegments) whose items go through the table's transform and
 the shared bulk indexer, like stream records. It is safe beside a live `streamsync run`: every
-scanned image carries the version just below the second the backfill started, so any stream
-change made after that (an update, or a delete and its tombstone) outranks it, and an older
-stream record cannot overwrite the scanned state. Each segment checkpoints, in the lease table,
-the scan position up to which everything was acknowledged, so an interrupted backfill resumes
-where it stopped (with the same start time, hence the same versions); `restart` starts over.
+scanned image carries a version below the second the backfill started, less a margin for this
+host's clock (`scan_version`), so any stream change made after that (an update, or a delete and
+its tombstone) outranks it, even from a host whose clock runs minutes ahead. Each segment
+checkpoints, in the lease table, the scan position up to which everything was acknowledged, so
+an interrupted backfill resumes where it stopped (with the same start time, hence the same
+versions); `restart` starts over.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import RecordTransformer, TransformError
-from streamsync.transform.versions import version_floor
+from streamsync.transform.versions import scan_version
 
 log = logging.getLogger("streamsync.backfill")
 
@@ -169,7 +170,7 @@ class Backfill:
         return sum(counts)
 
     async def _segment(self, progress: SegmentProgress, shown: Progress) -> int:
-        version = version_floor(progress.started_at) - 1
+        version = scan_version(progress.started_at)
         tracker = AckTracker()
         acked = asyncio.Event()
         tracker.on_advance = acked.set

@@ -5,8 +5,8 @@ expected documents (through the table's transform) are fetched from Elasticsearc
 and compared; then the index is read page by page (a point-in-time search) and each page's keys
 are looked up in DynamoDB (BatchGetItem) to find documents the table does not have. Memory stays
 bounded by a page whatever the table's size. `--repair` re-indexes the missing and different
-items (with the version a backfill started now would give: any newer stream change outranks it)
-and deletes the extra documents (at the current second's version, with a tombstone).
+items and deletes the extra documents (with a tombstone), both at the version a backfill started
+now would give (`scan_version`), so any stream change made since the verify began outranks them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from streamsync.sink.engine import is_transient as is_search_transient
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, Origin, RecordTransformer, TransformError
 from streamsync.transform.ids import document_id
-from streamsync.transform.versions import version_floor
+from streamsync.transform.versions import scan_version
 
 log = logging.getLogger("streamsync.verify")
 
@@ -158,7 +158,7 @@ class Verifier:
     async def _expected(self, item: dict[str, Any]) -> Action | None:
         keys = {k: item[k] for k in (self._hash_key, self._range_key) if k and k in item}
         record = scanned_record(item, keys, self._started)
-        version = version_floor(self._started) - 1
+        version = scan_version(self._started)
         try:
             actions = await self._transformer.actions(record, SOURCE, version)
         except TransformError:
@@ -228,7 +228,8 @@ class Verifier:
     async def _delete(self, doc_id: str, report: VerifyReport) -> None:
         if self._sink is None:
             return
-        version = version_floor(time.time())
+        # Like a scanned image: an item re-created after the verify began outranks the delete.
+        version = scan_version(self._started)
         origin = Origin(self._config.table, SOURCE, 0, {})
         action = Action("delete", self._config.index, doc_id, version, None, origin)
         await self._repair(action, report)

@@ -8,7 +8,13 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsync.transform.versions import COUNTER_BITS, EPOCH, VersionClock, version_floor
+from streamsync.transform.versions import (
+    COUNTER_BITS,
+    EPOCH,
+    VersionClock,
+    scan_version,
+    version_floor,
+)
 
 YEAR_2100 = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 NOW_ISH = datetime(2025, 6, 1, tzinfo=UTC).timestamp()
@@ -136,3 +142,10 @@ def test_versions_stay_below_2_53_today() -> None:
 def test_versions_stay_below_2_53_until_2100() -> None:
     clock = VersionClock()
     assert clock.next(YEAR_2100) < 2**53
+
+
+@given(st.floats(min_value=1.6e9, max_value=4e9), st.floats(min_value=-600, max_value=299))
+def test_a_scanned_image_ranks_below_changes_after_the_scan_began(now: float, skew: float) -> None:
+    """A scan started at `now` by a host clock `skew` seconds ahead of DynamoDB's (behind, when
+    negative) versions its images below every change DynamoDB timestamps `now` or later."""
+    assert scan_version(now + skew) < version_floor(now)
