@@ -337,6 +337,9 @@ class DeadLettersConfig(_Section):
     index: _IndexName | None = "streamsync-dead-letters"
     file: Path | None = None
     """A JSON Lines file, one dead letter per line (in addition to, or instead of, the index)."""
+    retention_days: int = Field(default=30, ge=1)
+    """Letters older than this are deleted: from the index at start-up and hourly while letters
+    arrive, and from the index and the file by `streamsync dlq replay`."""
 
     @model_validator(mode="after")
     def _somewhere(self) -> DeadLettersConfig:

@@ -89,7 +89,7 @@ class Metrics:
         )
         self.documents_indexed = Counter(
             "streamsync_documents_indexed",
-            "Index actions acknowledged by Elasticsearch (older images rejected as stale count).",
+            "Index actions acknowledged by Elasticsearch (not those refused as stale).",
             ["table"],
             registry=r,
         )
@@ -102,6 +102,20 @@ class Metrics:
         self.dead_letters = Counter(
             "streamsync_dead_letters",
             "Records or actions that could not be indexed and went to dead letters.",
+            ["table"],
+            registry=r,
+        )
+        self.documents_stale = Counter(
+            "streamsync_documents_stale",
+            "Index or delete actions the cluster refused as older than the document's version "
+            "(an older image arriving after a newer one): done, nothing written.",
+            ["table"],
+            registry=r,
+        )
+        self.dead_letters_refused = Counter(
+            "streamsync_dead_letters_refused",
+            "Dead letters the dead-letter index refused: kept in the dead-letter file if there "
+            "is one, else only in an ERROR log line.",
             ["table"],
             registry=r,
         )
@@ -161,6 +175,14 @@ class Metrics:
         )
         self.leases_taken = Counter(
             "streamsync_leases_taken", "Shard leases this worker took.", registry=r
+        )
+        self.task_failures = Counter(
+            "streamsync_task_failures",
+            "Background tasks that ended with an error or unexpectedly, or met an error only a "
+            "restart fixes (then /healthz fails); shard readers that failed (their leases are "
+            "taken again).",
+            ["task"],
+            registry=r,
         )
         self.shards = Gauge(
             "streamsync_shards",

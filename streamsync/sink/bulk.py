@@ -7,9 +7,10 @@ actions on a document replace earlier ones (the newest image wins anyway), so a 
 write per batch. Lanes are bounded queues: a slow cluster makes pollers wait (back-pressure)
 instead of growing memory.
 
-Per-item outcomes: success and version conflicts (an older image arriving after a newer one) are
-acknowledged; throttling and unavailable shards are retried; anything else is rejected through
-`on_rejected` (dead letters) and then acknowledged, so one bad document never blocks a shard.
+Per-item outcomes: success and version conflicts (an older image arriving after a newer one,
+counted as stale, not as indexed) are acknowledged; throttling and unavailable shards are
+retried; anything else is rejected through `on_rejected` (dead letters) and then acknowledged,
+so one bad document never blocks a shard.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ class BulkIndexer:
             if status < 300 or status == 409 or (status == 404 and action.op == "delete"):
                 if outcome.get("result") == "created":
                     created.append(action)
-                self._count(action, now)
+                self._count(action, now, stale=status == 409)
                 if action.trace is not None:
                     action.trace.stage("indexed", status=status, result=outcome.get("result"))
                 entry.acknowledge()
@@ -255,9 +256,11 @@ class BulkIndexer:
             return status, problem
         return tombstone_status, tombstone.get("error")
 
-    def _count(self, action: Action, now: float) -> None:
+    def _count(self, action: Action, now: float, stale: bool = False) -> None:
         table = action.origin.table
-        if action.op == "index":
+        if stale:  # a 409 under external versions: the document holds a newer change already
+            self._metrics.documents_stale.labels(table).inc()
+        elif action.op == "index":
             self._metrics.documents_indexed.labels(table).inc()
         else:
             self._metrics.documents_deleted.labels(table).inc()

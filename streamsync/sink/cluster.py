@@ -9,6 +9,7 @@ import orjson
 
 from streamsync.config import Config, ElasticsearchConfig, TableConfig
 from streamsync.errors import StreamsyncError
+from streamsync.sink.deadletter import INDEX_MAPPINGS as DEAD_LETTER_MAPPINGS
 from streamsync.sink.elasticsearch import ElasticsearchEngine
 from streamsync.sink.engine import Refused, SearchEngine, SearchError, Unreachable, WrongProduct
 from streamsync.sink.opensearch import OpenSearchEngine
@@ -105,7 +106,10 @@ async def _serverless_problems(engine: SearchEngine, config: Config, where: str)
     )
     try:
         if not await engine.index_exists(index):
-            await engine.create_index(index, {})
+            dead_letters = index == config.dead_letters.index
+            await engine.create_index(
+                index, {"mappings": DEAD_LETTER_MAPPINGS} if dead_letters else {}
+            )
         newer, older = (item["index"] for item in (await engine.bulk(body))["items"])
         await engine.delete_document(index, PROBE_ID)
     except SearchError as error:

@@ -141,6 +141,15 @@ class StreamsApi:
             request = dict(page.get("UnprocessedKeys") or {})
         return found
 
+    async def get_item(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The item with this key as it is now (a consistent read); None when there is none."""
+        try:
+            answer = await self._dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+        item = answer.get("Item")
+        return dict(item) if item is not None else None
+
     async def describe_shards(self, stream_arn: str) -> list[Shard]:
         """Every shard DescribeStream lists, following its pages."""
         shards: list[Shard] = []

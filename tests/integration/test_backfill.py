@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support import aws
@@ -327,3 +328,66 @@ async def test_run_with_initial_load_scan_indexes_what_the_stream_never_carried(
             clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
         )
     assert await probe.count(index_name) > 150
+
+
+async def test_backfill_dead_letters_are_one_per_item_and_replayed_each_on_its_own(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every scanned item has sequence number 0 in shard `backfill`: the dead letters of three
+    items the hook cannot handle must be three letters (they were one, each overwriting the
+    last while the segment checkpointed past it). Once the hook is fixed, the replay resolves
+    each by its item as it is now: one deleted since (its document stays absent), one fine
+    (indexed), one whose new value the mapping refuses (kept, the only letter left)."""
+    table = aws.unique_name("poisoned")
+    await aws.create_stream_table(clients.dynamodb, table)
+    for key, qty in [("fine-1", 1), ("bad-1", 2), ("bad-2", 3), ("bad-3", 4), ("fine-2", 5)]:
+        item = {"pk": {"S": key}, "qty": {"N": str(qty)}}
+        if key.startswith("bad"):
+            item["explode"] = {"BOOL": True}
+        await clients.dynamodb.put_item(TableName=table, Item=item)
+    dead = f"{index_name}-dead"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [
+            {
+                "table": table,
+                "index": index_name,
+                "transform": "tests.support.hooks:explode_unless_fixed",
+                "index_mappings": {"properties": {"qty": {"type": "long"}}},
+            }
+        ],
+        dead_letters={"index": dead},
+    )
+    from streamsync import StreamSync
+
+    async with StreamSync(config, serve_http=False) as sync:
+        assert await sync.backfill(segments=2) == {table: 5}
+    letters = await probe.documents(dead)
+    keys = sorted(letter["record"]["dynamodb"]["Keys"]["pk"]["S"] for letter in letters.values())
+    assert keys == ["bad-1", "bad-2", "bad-3"]
+    assert {letter["shard"] for letter in letters.values()} == {"backfill"}
+
+    await clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": "bad-1"}})
+    await clients.dynamodb.update_item(
+        TableName=table,
+        Key={"pk": {"S": "bad-2"}},
+        UpdateExpression="SET qty = :q",
+        ExpressionAttributeValues={":q": {"S": "many"}},
+    )
+    monkeypatch.setenv("HOOK_FIXED", "1")
+    async with StreamSync(config, serve_http=False) as sync:
+        report = await sync.replay_dead_letters(dry_run=False)
+
+    assert (report.total, report.replayed, report.still_failing) == (3, 2, 1)
+    [left] = (await probe.documents(dead)).values()
+    assert left["record"]["dynamodb"]["Keys"] == {"pk": {"S": "bad-2"}}
+    indexed = await probe.documents(index_name)
+    assert sorted(indexed) == ["bad-3", "fine-1", "fine-2"]
+    assert indexed["bad-3"] == {"pk": "bad-3", "qty": 4, "explode": True}

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import os
 import subprocess
+import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,15 @@ import orjson
 import pytest
 import yaml
 
+from streamsync.app import StreamSync
 from streamsync.config import BulkConfig
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
+from streamsync.sink import replay as replay_module
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import SearchEngine
 from streamsync.sink.tombstones import Tombstones
-from streamsync.transform.actions import Action, Origin
+from streamsync.transform.actions import Action, ChangeRecord, Origin
 from tests.support import aws, streams_sim
 from tests.support.moto_server import StreamsServer
 from tests.support.nodes import ROOT
@@ -205,6 +209,295 @@ async def wait_for_ids(probe: Probe, index: str, ids: set[str]) -> None:
         return {hit["_id"] for hit in found} == ids
 
     await eventually(present)
+
+
+def two_documents(record: ChangeRecord) -> Any:
+    """A transform hook (`tests.integration.test_safety:two_documents`) that indexes each item
+    twice, into `<index>-b` and then `<index>-a`, where `n` is mapped as a long: the -b
+    document's `n` is never a number, the -a one's is once A_FIXED is set."""
+    first, second = f"{record.index}-b", f"{record.index}-a"
+    if record.new_image is None:
+        return [{"op": "delete", "index": first}, {"op": "delete", "index": second}]
+    fixed = 1 if os.environ.get("A_FIXED") else "not a number"
+    return [
+        {"op": "index", "index": first, "document": {"n": "not a number"}},
+        {"op": "index", "index": second, "document": {"n": fixed}},
+    ]
+
+
+def dead_letter_lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def test_each_dead_letter_of_a_record_is_replayed_on_its_own_outcome(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One record, two rejected documents, two dead letters. Once one of the two is fixed, the
+    replay must remove that one's letter and keep the other's (keyed by shard and sequence
+    number, the replay marked the wrong one failed and deleted the one still failing)."""
+    table = aws.unique_name("twice")
+    await aws.create_stream_table(clients.dynamodb, table)
+    for suffix in ("a", "b"):
+        mappings = {"properties": {"n": {"type": "long"}}}
+        await probe.create_index(f"{index_name}-{suffix}", {"mappings": mappings})
+    letters = tmp_path / "dead.jsonl"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [{"table": table, "index": index_name, "transform": f"{__name__}:two_documents"}],
+        dead_letters={"index": None, "file": str(letters)},
+        bulk={"max_in_flight": 1},  # one lane: the letters are stored in the hook's order
+    )
+    async with running(config):
+        await put(clients.dynamodb, table, "x", n=1)
+
+        async def both_stored() -> bool:
+            return len(dead_letter_lines(letters)) == 2
+
+        await eventually(both_stored)
+    stored = [(line["index"], line["doc_id"]) for line in dead_letter_lines(letters)]
+    assert stored == [(f"{index_name}-b", "x"), (f"{index_name}-a", "x")]
+
+    monkeypatch.setenv("A_FIXED", "1")
+    async with StreamSync(config) as sync:
+        report = await sync.replay_dead_letters(dry_run=False)
+
+    assert (report.total, report.replayed, report.still_failing) == (2, 1, 1)
+    remaining = [(line["index"], line["doc_id"]) for line in dead_letter_lines(letters)]
+    assert remaining == [(f"{index_name}-b", "x")], "the letter still failing is the one kept"
+    fixed = await probe.get(f"{index_name}-a", "x")
+    assert fixed is not None
+    assert fixed["_source"] == {"n": 1}
+
+
+async def tombstones_of(probe: Probe, index: str, doc_id: str) -> list[dict[str, Any]]:
+    """The tombstones of a document (hits: their `_index`, `_id`), whatever their day."""
+    wildcard = {"expand_wildcards": "all"}
+    await probe.request("POST", "/streamsync-tombstones-*/_refresh", params=wildcard, ok=(404,))
+    answer = await probe.request(
+        "POST",
+        "/streamsync-tombstones-*/_search",
+        {"query": {"ids": {"values": [f"{index}|{doc_id}"]}}},
+        params=wildcard,
+    )
+    hits: list[dict[str, Any]] = answer["hits"]["hits"]
+    return hits
+
+
+@every_engine
+async def test_a_replay_never_brings_back_an_item_deleted_since(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead letter outlives everything that remembers a delete: the engine's own memory
+    (index.gc_deletes, shortened here to 0) and the delete's tombstone (two days; removed here
+    as its pruning would). Replaying the letter of an item deleted since must not bring it
+    back; the letter is resolved, and one past dead_letters.retention_days is removed."""
+    table = aws.unique_name("resurrect")
+    await aws.create_stream_table(clients.dynamodb, table)
+    dead = f"{index_name}-dead"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [
+            {
+                "table": table,
+                "index": index_name,
+                "transform": "tests.support.hooks:explode_unless_fixed",
+                "index_settings": {"index.gc_deletes": "0s"},
+            }
+        ],
+        dead_letters={"index": dead},
+    )
+    async with running(config):
+        await put(clients.dynamodb, table, "gone", n=1, explode=True)
+        await put(clients.dynamodb, table, "kept", n=1, explode=True)
+
+        async def both_stored() -> bool:
+            return await probe.count(dead) == 2
+
+        await eventually(both_stored)
+        await clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": "gone"}})
+
+        async def tombstone_stored() -> bool:
+            return len(await tombstones_of(probe, index_name, "gone")) == 1
+
+        await eventually(tombstone_stored)
+
+    # Two days later: the tombstone is gone, and the engine forgot the delete long ago (shown
+    # with a probe document: an older version is accepted again after its delete).
+    for tombstone in await tombstones_of(probe, index_name, "gone"):
+        await probe.delete(tombstone["_index"], tombstone["_id"], refresh="true")
+    await probe.put(index_name, "probe", {"n": 1}, version="10", version_type="external")
+    await probe.delete(index_name, "probe", version="20", version_type="external")
+
+    async def delete_forgotten() -> bool:
+        await probe.refresh(index_name)
+        await probe.request("POST", f"/{index_name}/_flush")
+        try:
+            await probe.put(index_name, "probe", {"n": 1}, version="11", version_type="external")
+        except ProbeError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    await eventually(delete_forgotten, within=30)
+    await probe.delete(index_name, "probe")
+    # And a letter older than the retention (30 days by default).
+    letters = await probe.search(dead, {"size": 10})
+    old = next(
+        hit["_source"]
+        for hit in letters
+        if hit["_source"]["record"]["dynamodb"]["Keys"]["pk"]["S"] == "kept"
+    )
+    expired = {**old, "sequence_number": "1", "time": time.time() - 31 * 86400}
+    await probe.put(dead, "expired", expired, refresh="true")
+
+    monkeypatch.setenv("HOOK_FIXED", "1")
+    async with StreamSync(config) as sync:
+        report = await sync.replay_dead_letters(dry_run=False)
+
+    assert await probe.get(index_name, "gone") is None, "the deleted item came back"
+    now = await probe.get(index_name, "kept")
+    assert now is not None
+    assert now["_source"] == {"pk": "kept", "n": 1, "explode": True}
+    assert (report.total, report.replayed, report.still_failing) == (3, 2, 0)
+    assert report.expired == 1
+    assert await probe.count(dead) == 0
+
+
+def shifted_clock(monkeypatch: pytest.MonkeyPatch, module: Any, seconds: float) -> None:
+    """This host's clock, as `module` reads it, shifted by `seconds`."""
+    clock = types.SimpleNamespace(
+        time=lambda: time.time() + seconds, monotonic=time.monotonic, sleep=time.sleep
+    )
+    monkeypatch.setattr(module, "time", clock, raising=False)
+
+
+@every_engine
+async def test_a_replay_indexes_the_item_as_it_is_now_and_never_over_a_newer_change(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two dead letters whose items changed since: `newer`'s change is indexed already (and
+    made after the replay began, by the replay's clock), `later`'s is still in the stream. The
+    replay must leave `newer`'s document as it is, counted as stale (a version conflict is
+    done, never a dead letter nor an indexed document), and index `later` as the table holds
+    it now, not as its letter saw it."""
+    table = aws.unique_name("changed")
+    await aws.create_stream_table(clients.dynamodb, table)
+    dead = f"{index_name}-dead"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [
+            {
+                "table": table,
+                "index": index_name,
+                "transform": "tests.support.hooks:explode_unless_fixed",
+            }
+        ],
+        dead_letters={"index": dead},
+    )
+    async with running(config):
+        await put(clients.dynamodb, table, "newer", n=1, explode=True)
+        await put(clients.dynamodb, table, "later", n=1, explode=True)
+
+        async def both_stored() -> bool:
+            return await probe.count(dead) == 2
+
+        await eventually(both_stored)
+        await put(clients.dynamodb, table, "newer", n=2)
+        await wait_for_ids(probe, index_name, {"newer"})
+    await put(clients.dynamodb, table, "later", n=2, explode=True)  # not streamed yet
+    before = await probe.get(index_name, "newer")
+    assert before is not None
+
+    shifted_clock(monkeypatch, replay_module, -3600)  # the replay began an hour ago
+    monkeypatch.setenv("HOOK_FIXED", "1")
+    async with StreamSync(config) as sync:
+        report = await sync.replay_dead_letters(dry_run=False)
+
+    after = await probe.get(index_name, "newer")
+    assert after is not None
+    assert (after["_source"], after["_version"]) == (before["_source"], before["_version"])
+    assert after["_source"] == {"pk": "newer", "n": 2}
+    later = await probe.get(index_name, "later")
+    assert later is not None
+    assert later["_source"] == {"pk": "later", "n": 2, "explode": True}
+    assert (report.replayed, report.still_failing) == (2, 0)
+    counted = {
+        name: sync.metrics.value(f"streamsync_{name}_total", table=table)
+        for name in ("documents_stale", "documents_indexed", "dead_letters")
+    }
+    assert counted == {"documents_stale": 1, "documents_indexed": 1, "dead_letters": 0}
+    assert await probe.count(dead) == 0
+
+
+async def test_dead_letters_hold_no_attribute_the_table_excludes(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    tmp_path: Path,
+) -> None:
+    """`exclude_fields` keeps `secret` out of documents; a rejected change must not put it in
+    a dead letter either (neither image), while the letter keeps the item's keys."""
+    table = aws.unique_name("secret")
+    await aws.create_stream_table(clients.dynamodb, table)
+    dead = f"{index_name}-dead"
+    letters = tmp_path / "dead.jsonl"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [
+            {
+                "table": table,
+                "index": index_name,
+                "exclude_fields": ["secret"],
+                "index_mappings": {"properties": {"qty": {"type": "long"}}},
+            }
+        ],
+        dead_letters={"index": dead, "file": str(letters)},
+    )
+    async with running(config):
+        await put(clients.dynamodb, table, "x", qty=1, secret="s3cr3t-old")
+        await wait_for_ids(probe, index_name, {"x"})
+        await put(clients.dynamodb, table, "x", qty="many", secret="s3cr3t-new")
+
+        async def stored() -> bool:
+            return len(dead_letter_lines(letters)) == 1 and await probe.count(dead) == 1
+
+        await eventually(stored)
+
+    [in_index] = (await probe.documents(dead)).values()
+    [in_file] = dead_letter_lines(letters)
+    for letter in (in_index, in_file):
+        assert b"s3cr3t" not in orjson.dumps(letter)
+        change = letter["record"]["dynamodb"]
+        assert change["Keys"] == {"pk": {"S": "x"}}
+        assert change["NewImage"] == {"pk": {"S": "x"}, "qty": {"S": "many"}}
+        assert change["OldImage"] == {"pk": {"S": "x"}, "qty": {"N": "1"}}
 
 
 @every_engine

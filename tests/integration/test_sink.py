@@ -5,13 +5,16 @@ dead letters, ids that need escaping, and the point-in-time scan."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from streamsync.config import BulkConfig, DeadLettersConfig, parse_config
+from streamsync.config import BulkConfig, DeadLettersConfig, TableConfig, parse_config
 from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
@@ -20,6 +23,7 @@ from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.engine import SearchEngine
 from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action, Origin
+from tests.support.pipeline import eventually
 from tests.support.search import Probe, Target, engine_for, every_engine
 
 ODD_IDS = ["a/b", "c|d", "e%20f", "g h", "ünï-ç∅dé", "h!i@j:k", "x?y#z&w=1+2", "*,;"]
@@ -91,8 +95,10 @@ async def test_versions_order_writes_and_bad_documents_do_not_block(
     assert tracker.outstanding == 0
     assert metrics.value("streamsync_documents_indexed_total", table="t") == 2  # a, b
     assert metrics.value("streamsync_documents_deleted_total", table="t") == 1
-    # The older image is acknowledged (a version conflict is "already newer"), not written.
-    assert stale.value("streamsync_documents_indexed_total", table="t") == 1
+    # The older image is acknowledged (a version conflict is "already newer"), not written, and
+    # counted as stale, not as indexed.
+    assert stale.value("streamsync_documents_indexed_total", table="t") == 0
+    assert stale.value("streamsync_documents_stale_total", table="t") == 1
 
 
 @every_engine
@@ -163,6 +169,120 @@ async def test_dead_letters_are_stored_once_per_record(
 
     stored = await probe.documents(f"{index_name}-dlq")
     assert [doc["sequence_number"] for doc in stored.values()] == ["42"]
+
+
+def scanned_letter(key: str, **fields: Any) -> DeadLetter:
+    """A letter of an item a backfill scanned (shard `backfill`, sequence number 0)."""
+    record = {
+        "eventName": "INSERT",
+        "dynamodb": {"Keys": {"pk": {"S": key}}, "SequenceNumber": "0"},
+    }
+    defaults: dict[str, Any] = {
+        "table": "ttt",
+        "shard": "backfill",
+        "sequence_number": "0",
+        "version": 9,
+        "reason": "transform_error",
+        "error": {"type": "transform_error", "reason": "boom"},
+        "record": record,
+    }
+    return DeadLetter(**{**defaults, **fields})
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"S": "bottom"}
+    for level in range(depth):
+        value = {"M": {f"level.{level}": value, "": {"S": "empty name"}}}
+    return value
+
+
+@every_engine
+async def test_the_dead_letter_index_takes_any_letter_and_each_once(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    """A hook's id over the keyword limit, a record nested deeper than the engine maps, odd
+    field names, an error of any shape: the dead-letter index must take them all (a refused
+    letter used to be retried forever, blocking its lane and, by back-pressure, every shard).
+    Letters of different scanned items are different letters, however alike."""
+    dlq = f"{index_name}-dlq"
+    metrics = Metrics()
+    tables = [TableConfig(table="ttt", index="iii")]  # its images are kept, whole
+    letters = DeadLetters(engine, DeadLettersConfig(index=dlq), metrics, tables)
+    await letters.ensure_index()
+    long_id = "x" * 40_000
+    deep = replace(
+        scanned_letter("deep"),
+        record={"dynamodb": {"Keys": {"pk": {"S": "deep"}}, "NewImage": nested(40)["M"]}},
+        error={"type": ["not", "a", "keyword"], "caused_by": {"reason": 3}},
+    )
+    batch = [
+        scanned_letter("a", op="index", index="hooked", doc_id=long_id, reason="y" * 40_000),
+        deep,
+        scanned_letter("b"),
+        scanned_letter("c"),
+        scanned_letter("c"),  # the same letter again: one copy
+    ]
+    async with asyncio.timeout(60):
+        for letter in batch:
+            await letters.put(letter)
+
+    stored = await probe.documents(dlq)
+    assert len(stored) == 4
+    assert sorted(doc["record"]["dynamodb"]["Keys"]["pk"]["S"] for doc in stored.values()) == [
+        "a",
+        "b",
+        "c",
+        "deep",
+    ]
+    assert any(doc["doc_id"] == long_id for doc in stored.values())
+    assert metrics.value("streamsync_dead_letters_refused_total", table="ttt") == 0
+
+
+@every_engine
+async def test_a_letter_the_dead_letter_index_refuses_goes_to_the_file(
+    engine: SearchEngine, probe: Probe, index_name: str, tmp_path: Path
+) -> None:
+    """An index created beforehand with other mappings refuses a letter (400): it must be kept
+    in the file and counted, and `put` must return, so the shard moves on."""
+    dlq = f"{index_name}-dlq"
+    await probe.create_index(dlq, {"mappings": {"properties": {"doc_id": {"type": "long"}}}})
+    metrics = Metrics()
+    file = tmp_path / "dead.jsonl"
+    letters = DeadLetters(engine, DeadLettersConfig(index=dlq, file=file), metrics)
+    await letters.ensure_index()
+    async with asyncio.timeout(60):
+        await letters.put(scanned_letter("a", op="index", index="i", doc_id="not a number"))
+        await letters.put(scanned_letter("b", op="index", index="i", doc_id="12"))
+
+    assert [doc["doc_id"] for doc in (await probe.documents(dlq)).values()] == ["12"]
+    kept = [orjson.loads(line)["doc_id"] for line in file.read_bytes().splitlines()]
+    assert kept == ["not a number", "12"]
+    assert metrics.value("streamsync_dead_letters_refused_total", table="ttt") == 1
+
+
+@every_engine
+async def test_letters_past_their_retention_are_deleted(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    dlq = f"{index_name}-dlq"
+    config = DeadLettersConfig(index=dlq, retention_days=30)
+    letters = DeadLetters(engine, config, Metrics())
+    await letters.ensure_index()
+    day = 86400
+    now = time.time()
+    await letters.put(scanned_letter("old", time=now - 31 * day))
+    await letters.put(scanned_letter("recent", time=now - 29 * day))
+    await letters.put(scanned_letter("new"))
+    await probe.refresh(dlq)
+
+    await DeadLetters(engine, config, Metrics()).ensure_index()  # the next start
+
+    async def only_recent_ones() -> bool:
+        stored = await probe.documents(dlq)
+        keys = sorted(doc["record"]["dynamodb"]["Keys"]["pk"]["S"] for doc in stored.values())
+        return keys == ["new", "recent"]
+
+    await eventually(only_recent_ones, within=30)
 
 
 @every_engine
