@@ -32,6 +32,7 @@ from streamsync.backfill import Backfill, Progress, terminal
 from streamsync.config import Config, TableConfig
 from streamsync.coordinator import Coordinator, Source
 from streamsync.errors import StreamsyncError
+from streamsync.leases.model import Lease, other_target, target_changed
 from streamsync.leases.table import LeaseTable
 from streamsync.observability.http import HealthServer
 from streamsync.observability.metrics import Metrics
@@ -44,6 +45,8 @@ from streamsync.sink.replay import Replayer, ReplayReport
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import StreamsApi, TableStream
 from streamsync.status import rows as status_rows
+from streamsync.supervise import Supervisor, spawn
+from streamsync.supervise import current as current_supervisor
 from streamsync.transform.actions import Action, RecordTransformer, TransformError, load_hook
 from streamsync.verify import Verifier, VerifyReport
 
@@ -124,7 +127,9 @@ class StreamSync:
         )
         self._engine = connect(self.config, credentials)
         self._stack.push_async_callback(self._engine.close)
-        self._dead_letters = DeadLetters(self._engine, self.config.dead_letters, self.metrics)
+        self._dead_letters = DeadLetters(
+            self._engine, self.config.dead_letters, self.metrics, self.config.tables
+        )
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         return self
@@ -139,10 +144,16 @@ class StreamSync:
 
     def readiness(self) -> list[str]:
         """Why this instance is not ready (an empty list: ready): the cluster is failing bulk
-        requests, leases are not being renewed, or a table stopped streaming."""
-        if self._sink is None or self.coordinator is None or self._engine is None:
+        requests, leases are not being renewed, a table stopped streaming, or an initial load
+        is not done yet."""
+        started = self.started is not None and self.started.is_set()
+        if self._sink is None or self.coordinator is None or self._engine is None or not started:
             return ["starting"]
         reasons = self.coordinator.problems()
+        reasons.extend(
+            f"initial load of table {table}: about {items} items"
+            for table, items in self._loading.items()
+        )
         failing = self._sink.failing_since
         if failing is not None and time.monotonic() - failing > 1:
             product = self._engine.product
@@ -159,6 +170,7 @@ class StreamSync:
         """Every problem that would stop `run()`, one line each; nothing is written."""
         api, engine = self._require()
         problems: list[str] = []
+        leases: list[Lease] | None = None  # read once, when a table's stream is known
         for position, table in enumerate(self.config.tables):
             try:
                 stream = await api.describe_table(table.table)
@@ -169,6 +181,9 @@ class StreamSync:
                 problems.append(self._table_problem(position, table, error))
                 continue
             problems.extend(await self._stream_problems(table, stream))
+            if leases is None:
+                leases = await self._existing_leases()
+            problems.extend(self._target_problems(position, table, stream, leases))
             if table.transform is not None:
                 try:
                     load_hook(table.transform, f"tables[{position}].transform")
@@ -214,6 +229,25 @@ class StreamSync:
                 return [f"table {table.table}: stream_arn {table.stream_arn}: {error.code}"]
         return []
 
+    async def _existing_leases(self) -> list[Lease]:
+        assert self._leases is not None
+        if not await self._leases.exists():
+            return []
+        return (await self._leases.scan()).leases
+
+    def _target_problems(
+        self, position: int, table: TableConfig, stream: TableStream, leases: list[Lease]
+    ) -> list[str]:
+        """Leases of this stream that fed another index: reading on from them would leave this
+        index without what came before (a changed `index`, or another deployment sharing the
+        lease table with another target)."""
+        assert self._leases is not None
+        arn = table.stream_arn or stream.stream_arn
+        other = other_target((lease for lease in leases if lease.stream_arn == arn), table.index)
+        if other is None:
+            return []
+        return [target_changed(table.table, position, self._leases.name, table.index, other)]
+
     def _require(self) -> tuple[StreamsApi, SearchEngine]:
         if self._api is None or self._engine is None:
             raise RuntimeError("use StreamSync as `async with StreamSync(config) as sync:`")
@@ -227,12 +261,16 @@ class StreamSync:
         if problems:
             raise StreamsyncError("\n".join(problems))
         on_retry.set(lambda what, table: self.metrics.retries.labels(what, table).inc())
+        # Every background task of this run reports to it (see streamsync.supervise).
+        supervisor = Supervisor(lambda task: self.metrics.task_failures.labels(task).inc())
+        current_supervisor.set(supervisor)
         sources = [await self._source(api, table) for table in self.config.tables]
         sink = self._sink = await self._prepare_sink(engine)
         tombstones = self._tombstones
         assert tombstones is not None
         await tombstones.prune()
         self.metrics.queue_depth(lambda: sink.outstanding)
+        self._loading: dict[str, int] = {}  # table -> its approximate item count, while loading
         self.coordinator = Coordinator(
             config=self.config,
             worker_id=self.worker_id,
@@ -244,29 +282,58 @@ class StreamSync:
             stopping=self._stopping,
             on_rejected_record=self._reject_record,
         )
-        sink_task = asyncio.create_task(sink.run(), name="bulk indexer")
-        await self._initial_loads(api, sources, sink)
-        if self._serve_http:
-            await self._start_http(lambda: not sink_task.done())
-        assert self.started is not None
-        self.started.set()
-        log.info(
-            "started",
-            extra={
-                "worker": self.worker_id,
-                "tables": len(sources),
-                "http_port": self.http.port if self.http else None,
-            },
-        )
-        pruner = asyncio.create_task(_prune_hourly(tombstones), name="tombstone pruner")
+        sink_task = supervisor.spawn(sink.run(), "bulk_indexer", ends=True, name="bulk indexer")
+
+        def liveness() -> list[str]:
+            return (["the engine stopped"] if sink_task.done() else []) + supervisor.problems
+
+        loads: asyncio.Task[None] | None = None
+        pruner: asyncio.Task[None] | None = None
+        # The whole stop is bounded by shutdown_grace_seconds from when it was asked for: the
+        # readers drain within it (then are cancelled, keeping what was acknowledged), and the
+        # bulk indexer gets what is left of it (at least a moment to end its lanes).
+        loop = asyncio.get_running_loop()
+        asked: list[float] = []
+        stop_asked = asyncio.ensure_future(self._stopping.wait())
+        stop_asked.add_done_callback(lambda _: asked.append(loop.time()))
         try:
+            if self._serve_http:  # the probes answer from here on, during initial loads too
+                await self._start_http(liveness)
+            loads = await self._initial_loads(api, sources, sink)
+            assert self.started is not None
+            self.started.set()
+            log.info(
+                "started",
+                extra={
+                    "worker": self.worker_id,
+                    "tables": len(sources),
+                    "http_port": self.http.port if self.http else None,
+                },
+            )
+            pruner = supervisor.spawn(_prune_hourly(tombstones), "tombstone_pruner")
             await _until_either(self.coordinator.run(), sink_task)
-            await sink.close()
-            async with asyncio.timeout(self.config.shutdown_grace_seconds):
-                await sink_task
+            if loads is not None:
+                loads.cancel()  # resumed at the next start, from its segments' checkpoints
+            grace = self.config.shutdown_grace_seconds
+            left = asked[0] + grace - loop.time() if asked else 0.0
+            try:
+                async with asyncio.timeout(max(left, 1.0)):
+                    await sink.close()
+                    await sink_task
+            except TimeoutError:
+                log.warning(
+                    "stopping: the cluster did not take the last bulk requests within "
+                    "shutdown_grace_seconds (%s s); they were not acknowledged, so no checkpoint "
+                    "covers them and the next owner of their shards reads them again",
+                    grace,
+                    extra={"worker": self.worker_id, "unsent_actions": sink.outstanding},
+                )
         finally:
-            sink_task.cancel()
-            pruner.cancel()
+            stop_asked.cancel()
+            for task in (sink_task, pruner, loads):
+                if task is not None:
+                    task.cancel()
+            await asyncio.wait([t for t in (sink_task, pruner, loads) if t is not None], timeout=1)
             if self.http is not None:
                 await self.http.stop()
         log.info("stopped", extra={"worker": self.worker_id, **self._summary()})
@@ -369,22 +436,29 @@ class StreamSync:
         return reports
 
     async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
-        """Re-drives the stored dead letters through the tables' current transforms."""
+        """Re-drives the stored dead letters: each letter's item, as the table holds it now,
+        through the table's current transform (see streamsync.sink.replay)."""
         api, engine = self._require()
         transformers = {
             table.table: (await self._source(api, table)).transformer
             for table in self.config.tables
         }
         await Tombstones(engine).ensure_template()
-        return await Replayer(engine, self.config, transformers).replay(dry_run)
+        replayer = Replayer(engine, api, self.config, transformers, self.metrics)
+        return await replayer.replay(dry_run)
 
     async def _initial_loads(
         self, api: StreamsApi, sources: list[Source], sink: BulkIndexer
-    ) -> None:
-        """Backfills the tables with `initial_load: scan` whose streams are new here (or whose
-        backfill was interrupted), after leasing their shards at TRIM_HORIZON."""
+    ) -> asyncio.Task[None] | None:
+        """Leases the new streams of the tables with `initial_load: scan` at TRIM_HORIZON (here,
+        before the coordinator runs, which would lease them at their start position), then
+        starts backfilling them, and those whose backfill was interrupted, in a supervised
+        background task; None when there is nothing to load. Meanwhile every table streams,
+        these included (safe: a scanned image is versioned below every stream change made
+        after its scan began), the probes answer, and /readyz names each load not done yet."""
         assert self.coordinator is not None
         assert self._leases is not None
+        pending: list[Source] = []
         for source in sources:
             if source.config.initial_load != "scan":
                 continue
@@ -392,10 +466,20 @@ class StreamSync:
             progress = await self._leases.backfill_progress(source.config.table)
             if not new and (not progress or all(p.done for p in progress)):
                 continue
-            log.info(
-                "initial load: backfilling before streaming", extra={"table": source.config.table}
-            )
-            await self._scan_into(api, sink, source)
+            self._loading[source.config.table] = await api.item_count(source.config.table)
+            pending.append(source)
+        if not pending:
+            return None
+
+        async def load() -> None:
+            for source in pending:
+                table = source.config.table
+                log.info("initial load: backfilling while streaming", extra={"table": table})
+                items = await self._scan_into(api, sink, source)
+                del self._loading[table]
+                log.info("initial load done", extra={"table": table, "items": items})
+
+        return spawn(load(), "initial_load", ends=True, name="initial load")
 
     async def _scan_into(
         self,
@@ -424,10 +508,11 @@ class StreamSync:
             segments, restart, Progress(source.config.table, expected, terminal)
         )
 
-    async def _start_http(self, running: Callable[[], bool]) -> None:
+    async def _start_http(self, liveness: Callable[[], list[str]]) -> None:
+        """Serves /metrics, /healthz (fails with `liveness`'s reasons) and /readyz."""
         listen = self.config.observability.listen
         assert listen is not None
-        self.http = HealthServer(self.metrics.registry, self.readiness, running)
+        self.http = HealthServer(self.metrics.registry, self.readiness, liveness)
         try:
             await self.http.start(listen)
         except OSError as error:

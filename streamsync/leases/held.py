@@ -30,7 +30,10 @@ class HeldLease:
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[bool]] = set()  # referenced until done (see _write)
         self.lost = False
-        self.closed = False  # finished, failed or released: it must never be written again
+        # A last write (finish, fail, release) was asked for: nothing else is ever written, even
+        # while that write is in flight or after its caller was cancelled.
+        self.closed = False
+        self._last_written = False  # the last write ran: whatever was queued behind it is refused
         self.renewed_at = time.monotonic()
         self.iterator_age: Callable[[], float] = lambda: 0.0  # set by the shard's reader
 
@@ -47,13 +50,28 @@ class HeldLease:
     def usable(self) -> bool:
         return not self.lost and not self.expired_locally()
 
-    async def _write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
+    @property
+    def writing(self) -> bool:
+        """A write is in flight or waiting for the lock (landing, it renews the lease too)."""
+        return bool(self._writes)
+
+    async def _write(
+        self, what: str, write: Callable[[Lease], Awaitable[Lease]], last: bool = False
+    ) -> bool:
         """A sent write cannot be called back. Were it cancelled in flight (its poller stopping,
         a grace period ending), it could land without this worker learning the counter it set,
         and the next write (the release, above all) would be fenced out by this worker's own:
         the lease would sit unread for a failover time. So each write runs to its end in a task
-        of its own, holding the lock, even when the caller stops waiting for it."""
-        task = asyncio.create_task(self._locked_write(what, write))
+        of its own, holding the lock, even when the caller stops waiting for it.
+
+        Nothing is written once a last write was asked for, and a lease already lost or
+        unrenewed for a failover time refuses at once (instead of queueing behind a write that
+        may hang for a whole request timeout)."""
+        if self.closed and not last:
+            return False
+        if self.lost or self.expired_locally():
+            return False
+        task = asyncio.create_task(self._locked_write(what, write, last))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
         return await asyncio.shield(task)
@@ -63,10 +81,14 @@ class HeldLease:
         if not task.cancelled():
             task.exception()  # seen here too, in case the caller stopped waiting for it
 
-    async def _locked_write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
+    async def _locked_write(
+        self, what: str, write: Callable[[Lease], Awaitable[Lease]], last: bool
+    ) -> bool:
         async with self._lock:
-            if self.closed:
+            if self._last_written:
                 return False
+            if last:
+                self._last_written = True
             if self.lost or self.expired_locally():
                 self.lost = True
                 return False
@@ -91,10 +113,14 @@ class HeldLease:
             return True
 
     async def _last_write(self, what: str, write: Callable[[Lease], Awaitable[Lease]]) -> bool:
-        """A write after which the lease is no longer this worker's to write."""
-        written = await self._write(what, write)
+        """A write after which the lease is no longer this worker's to write. The lease closes
+        the moment it is asked for, not once it is done: a poller cancelled while its shard's
+        end is being written would otherwise checkpoint (and release) after it, replacing
+        SHARD_END, and the shard would be read again."""
+        if self.closed:
+            return False
         self.closed = True
-        return written
+        return await self._write(what, write, last=True)
 
     async def renew(self) -> bool:
         return await self._write(
@@ -107,6 +133,11 @@ class HeldLease:
             lambda held: self._table.checkpoint(
                 held, str(position.sequence_number), position.version
             ),
+        )
+
+    async def hold_version_floor(self, version: int) -> bool:
+        return await self._write(
+            "version floor", lambda held: self._table.hold_version_floor(held, version)
         )
 
     async def finish(self, version: int) -> bool:

@@ -6,6 +6,7 @@ owner) the writer last saw and bumps it, so a worker that lost a lease can never
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 TRIM_HORIZON = "TRIM_HORIZON"
@@ -33,6 +34,19 @@ class Lease:
     iterator_age: float | None = field(default=None, compare=False)  # at the last renewal
     finished_at: float | None = None  # epoch seconds the shard was read to its end
     failure: str | None = None  # why reading stopped for good (records lost), until retaken
+    start_after: float | None = None
+    """A LATEST start, made durable: records created before this (epoch seconds) are skipped,
+    whoever reads the shard and however often its iterator is opened."""
+    wanted_since: float | None = None
+    """Records created since then (epoch seconds) must not be lost: when the stream's retention
+    has passed it before the shard was ever read, records may have been trimmed unread."""
+    index: str | None = None
+    """The index this lease's records went to: another target reading on from its checkpoint
+    would silently miss what came before, so streamsync refuses that (None: written by a
+    version that did not record it)."""
+    version_floor: int = 0
+    """The version clock never restarts below this: written before records read after a loss
+    are numbered, so a later owner numbers them no lower."""
 
     @property
     def key(self) -> str:
@@ -41,6 +55,22 @@ class Lease:
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
+
+
+def other_target(leases: Iterable[Lease], index: str) -> str | None:
+    """An index other than `index` that these leases' records went to, if any."""
+    return next((lease.index for lease in leases if lease.index not in (None, index)), None)
+
+
+def target_changed(table: str, position: int, lease_table: str, index: str, other: str) -> str:
+    """The one line that refuses to read a stream on from checkpoints made for another index."""
+    return (
+        f"table {table}: its leases in {lease_table} feed the index {other!r}, not {index!r}; "
+        f"reading on from their checkpoints, {index!r} would miss everything {other!r} holds. "
+        f"To fill {index!r} completely, give this configuration its own lease table "
+        f"(leases.table) and set tables[{position}].initial_load: scan (it backfills, then "
+        f"streams); to go on feeding {other!r}, set tables[{position}].index back to it"
+    )
 
 
 @dataclass(frozen=True)

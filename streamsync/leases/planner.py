@@ -2,16 +2,34 @@
 
 Expiry is judged by each worker's own clock, never by comparing timestamps written by other
 machines: a lease (or a worker's heartbeat) whose counter did not move for a failover time, as
-seen from here, belongs to a worker that stopped. Each worker aims for ceil(leases / live
-workers), where live workers are those with a fresh heartbeat or a fresh lease. It takes free and
-expired leases first (the longest-expired first, ties in random order so that workers scanning
-at once do not all reach for the same ones). A worker holding more than its share while another
-holds less gives the excess up gracefully (final checkpoint, then release), so a new worker gets
-its share within a cycle or two instead of one steal per cycle. Only when nothing is free does a
-worker steal, one lease per cycle, from the most-loaded worker, and only when that evens the load
-out, so leases do not ping-pong; stealing covers owners that do not give leases up. Finished
-leases do not count, and leases whose parents are unfinished are neither taken nor counted, since
-nobody can read them yet.
+seen from here, belongs to a worker that stopped.
+
+Balancing is done per group of streams that the same workers read. Deployments can share one
+lease table, and the workers sharing it need not read the same streams: another deployment reads
+other tables, perhaps some of the same, and a worker whose table stopped no longer reads that
+table's stream. A share computed over all of a worker's leases and every worker reading any of
+its streams counts workers that can never take some of those leases, so the workers that can
+stop at a share too small and leave the rest unowned for good. So a worker groups the leases of
+the streams it reads by who reads them (the workers whose fresh heartbeats list the stream, and
+itself); within a group every worker can take every lease, and each aims for ceil(leases of the
+group / workers of the group), those workers being its readers plus the owners of its live
+leases. These targets add up to at least the group's leases, so while a lease of the group is
+free, some worker of the group is below target (one above target gives its excess up), and a
+reader below target takes it in its next cycle. Streams with the same readers form one group, so
+the workers of one deployment balance the sum of their tables' leases, not each table apart
+(with tables of a shard or two, a new replica would otherwise get nothing). Between groups there
+is no balancing: a worker's load is the sum of its groups' shares (a worker cannot tell how
+loaded another deployment's workers are, it does not see the leases of their other streams).
+
+Within a group the worker takes free and expired leases first (the longest-expired first, ties in
+random order so that workers scanning at once do not all reach for the same ones). A worker
+holding more than its share while another holds less gives the excess up gracefully (final
+checkpoint, then release), so a new worker gets its share within a cycle or two instead of one
+steal per cycle. Only when nothing in a group is free does a worker steal there, one lease per
+cycle in all (in the group where it is furthest below target), from the group's most-loaded
+worker, and only when that evens the load out, so leases do not ping-pong; stealing covers owners
+that do not give leases up. Finished leases do not count, and leases whose parents are unfinished
+are neither taken nor counted, since nobody can read them yet.
 """
 
 from __future__ import annotations
@@ -19,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,18 +82,26 @@ class ExpiryClock:
 
 def live_workers(
     beats: Iterable[WorkerBeat], stale: dict[str, float], streams: Iterable[str]
-) -> set[str]:
-    """The workers whose heartbeats are fresh and that read at least one of `streams`: workers
-    of another deployment sharing the lease table do not count toward this one's share."""
-    mine = set(streams)
-    return {b.worker_id for b in beats if b.key not in stale and b.streams & mine}
+) -> dict[str, set[str]]:
+    """For each of `streams`, the workers whose heartbeats are fresh and list it: a worker counts
+    only toward the streams it reads (a worker of another deployment sharing the lease table, or
+    one whose table stopped, cannot take the leases of the others)."""
+    readers: dict[str, set[str]] = {stream: set() for stream in streams}
+    for beat in beats:
+        if beat.key not in stale:
+            for stream in beat.streams:
+                if stream in readers:
+                    readers[stream].add(beat.worker_id)
+    return readers
 
 
 @dataclass
 class Plan:
     take: list[Lease] = field(default_factory=list)  # free or expired: take these
     steal: Lease | None = None  # held by a live, overloaded worker
-    release: int = 0  # how many of its leases this worker should give up for others
+    release: int = 0  # how many of its leases this worker should give up for others, in all
+    # Where from: the streams of a group -> how many of its leases of those streams to give up.
+    release_from: dict[frozenset[str], int] = field(default_factory=dict)
 
 
 def plan(
@@ -84,43 +110,66 @@ def plan(
     expired: dict[str, float],
     ready: Callable[[Lease], bool],
     rng: random.Random | None = None,
-    workers: Iterable[str] = (),
+    workers: Iterable[str] | Mapping[str, Iterable[str]] = (),
 ) -> Plan:
-    """`workers`: the ids of workers whose heartbeats are fresh (this one counts in any case)."""
+    """`workers`: the workers whose heartbeats are fresh, per stream ARN those that read it (as
+    `live_workers` gives them), or just ids, of workers that read every stream of `leases`. This
+    worker reads every stream of `leases` (pass only the leases of the streams it reads)."""
     rng = rng or random.Random()
-    candidates = [
-        lease
-        for lease in leases
-        if not lease.finished and (ready(lease) or (lease.owner is not None))
-    ]
-    live = [lease for lease in candidates if lease.owner is not None and lease.key not in expired]
-    load = Counter(lease.owner for lease in live)
-    everyone = set(load) | set(workers) | {me}
-    target = math.ceil(len(candidates) / len(everyone))
-    mine = load[me]
-    if mine > target:  # then someone holds less: the leases fit workers * target
-        return Plan(release=mine - target)
-    if mine >= target:
-        return Plan()
-    available = [
-        lease
-        for lease in candidates
-        if ready(lease) and (lease.owner is None or lease.key in expired)
-    ]
-    # Expired first, the longest expired first; then free leases; ties in random order.
-    available.sort(
-        key=lambda lease: (lease.owner is None, expired.get(lease.key, 0.0), rng.random())
-    )
-    if available:
-        return Plan(take=available[: target - mine])
-    busiest, busiest_load = max(
-        ((worker, n) for worker, n in load.items() if worker != me),
-        key=lambda pair: pair[1],
-        default=(None, 0),
-    )
-    if busiest is None or not (
-        busiest_load > target or (busiest_load == target and mine < target - 1)
-    ):
-        return Plan()
-    victims = [lease for lease in live if lease.owner == busiest and ready(lease)]
-    return Plan(steal=rng.choice(victims)) if victims else Plan()
+    if isinstance(workers, Mapping):
+        announced = {stream: frozenset(ids) | {me} for stream, ids in workers.items()}
+        everywhere = frozenset({me})
+    else:
+        announced = {}
+        everywhere = frozenset(workers) | {me}
+    groups: dict[frozenset[str], list[Lease]] = {}
+    for lease in leases:
+        if not lease.finished and (lease.owner is not None or ready(lease)):
+            readers = announced.get(lease.stream_arn, everywhere)
+            groups.setdefault(readers, []).append(lease)
+    decided = Plan()
+    chosen: list[tuple[tuple[bool, float, float], Lease]] = []
+    steals: list[tuple[int, list[Lease]]] = []  # (how far below target, the victim's leases)
+    for readers, candidates in groups.items():
+        live = [
+            lease for lease in candidates if lease.owner is not None and lease.key not in expired
+        ]
+        load = Counter(lease.owner for lease in live)
+        target = math.ceil(len(candidates) / len(set(load) | readers))
+        mine = load[me]
+        if mine > target:  # then someone holds less: the group's leases fit workers * target
+            streams = frozenset(lease.stream_arn for lease in candidates)
+            decided.release_from[streams] = mine - target
+            decided.release += mine - target
+            continue
+        if mine >= target:
+            continue
+        # Expired first, the longest expired first; then free leases; ties in random order.
+        available = [
+            ((lease.owner is None, expired.get(lease.key, 0.0), rng.random()), lease)
+            for lease in candidates
+            if ready(lease) and (lease.owner is None or lease.key in expired)
+        ]
+        if available:
+            available.sort(key=lambda pair: pair[0])
+            chosen += available[: target - mine]
+            continue
+        busiest, busiest_load = max(
+            ((worker, n) for worker, n in load.items() if worker != me),
+            key=lambda pair: pair[1],
+            default=(None, 0),
+        )
+        if busiest is None or not (
+            busiest_load > target or (busiest_load == target and mine < target - 1)
+        ):
+            continue
+        victims = [lease for lease in live if lease.owner == busiest and ready(lease)]
+        if victims:
+            steals.append((target - mine, victims))
+    chosen.sort(key=lambda pair: pair[0])
+    decided.take = [lease for _, lease in chosen]
+    if steals:  # one per cycle: where this worker is furthest below target
+        furthest = max(short for short, _ in steals)
+        tied = [victims for short, victims in steals if short == furthest]
+        decided.steal = rng.choice(tied[0] if len(tied) == 1 else rng.choice(tied))
+    return decided

@@ -17,7 +17,15 @@ from botocore.exceptions import ClientError
 
 from streamsync.awsjson import AwsError, AwsJsonClient
 from streamsync.errors import StreamsyncError
-from streamsync.leases.model import SHARD_END, Lease, WorkerBeat, lease_key, worker_key
+from streamsync.leases.model import (
+    LATEST,
+    SHARD_END,
+    TRIM_HORIZON,
+    Lease,
+    WorkerBeat,
+    lease_key,
+    worker_key,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -73,6 +81,14 @@ def _to_item(lease: Lease) -> dict[str, Any]:
         item["parentShardIds"] = {"L": [{"S": p} for p in lease.parent_shard_ids]}
     if lease.owner is not None:
         item["leaseOwner"] = {"S": lease.owner}
+    if lease.start_after is not None:
+        item["startAfter"] = {"N": f"{lease.start_after:.3f}"}
+    if lease.wanted_since is not None:
+        item["wantedSince"] = {"N": f"{lease.wanted_since:.3f}"}
+    if lease.version_floor:
+        item["versionFloor"] = {"N": str(lease.version_floor)}
+    if lease.index is not None:
+        item["indexName"] = {"S": lease.index}
     return item
 
 
@@ -81,6 +97,7 @@ def _from_item(item: dict[str, Any]) -> Lease:
     finished = item.get("finishedAt")
     failure = item.get("failure")
     age = item.get("iteratorAgeSeconds")
+    start_after, wanted_since = item.get("startAfter"), item.get("wantedSince")
     return Lease(
         stream_arn=item["streamArn"]["S"],
         shard_id=item["shardId"]["S"],
@@ -95,6 +112,10 @@ def _from_item(item: dict[str, Any]) -> Lease:
         finished_at=float(finished["N"]) if finished else None,
         failure=failure["S"] if failure else None,
         iterator_age=float(age["N"]) if age else None,
+        start_after=float(start_after["N"]) if start_after else None,
+        wanted_since=float(wanted_since["N"]) if wanted_since else None,
+        version_floor=int(item.get("versionFloor", {"N": "0"})["N"]),
+        index=item["indexName"]["S"] if "indexName" in item else None,
     )
 
 
@@ -271,9 +292,17 @@ class LeaseTable:
         remove_owner: bool = False,
         require_owner: bool = True,
         remove: str | None = None,
+        unfinished: bool = False,
     ) -> Lease:
         condition = "leaseCounter = :seen"
         values = {**values, ":seen": {"N": str(seen.counter)}}
+        if unfinished:
+            # Checkpoints and shard ends: only by the lease's owner, and never over SHARD_END
+            # (whatever the counter says), or a finished shard would be read again.
+            if seen.owner is None:
+                raise LeaseLost(seen)
+            condition += " AND checkpoint <> :shard_end"
+            values[":shard_end"] = {"S": SHARD_END}
         if require_owner and seen.owner is not None:
             condition += " AND leaseOwner = :seen_owner"
             values[":seen_owner"] = {"S": seen.owner}
@@ -299,24 +328,51 @@ class LeaseTable:
             raise
         return changes
 
-    async def take(self, seen: Lease, owner: str) -> Lease:
-        """Takes a lease as it was seen (unowned, expired or stolen); LeaseLost if it changed."""
+    async def take(self, seen: Lease, owner: str, index: str | None = None) -> Lease:
+        """Takes a lease as it was seen (unowned, expired or stolen); LeaseLost if it changed.
+        `index`: the index its records go to, recorded where the lease does not say yet.
+
+        A lease written by an older streamsync with checkpoint LATEST (a position each reader
+        used to resolve anew) becomes a durable start here: TRIM_HORIZON, skipping what was
+        created before now."""
         now = time.time()
         switches = seen.owner_switches + (seen.owner != owner)
         taken = replace(
             seen, owner=owner, counter=seen.counter + 1, owner_switches=switches, failure=None
         )
+        expression = (
+            "leaseOwner = :owner, renewedAt = :now, ownerSwitchesSinceCheckpoint = :switches"
+        )
+        values = {
+            ":owner": {"S": owner},
+            ":now": {"N": f"{now:.3f}"},
+            ":switches": {"N": str(switches)},
+        }
+        if seen.checkpoint == LATEST:
+            taken = replace(taken, checkpoint=TRIM_HORIZON, start_after=now)
+            expression += ", checkpoint = :horizon, startAfter = :now"
+            values[":horizon"] = {"S": TRIM_HORIZON}
+        if seen.index is None and index is not None:
+            taken = replace(taken, index=index)
+            expression += ", indexName = :index"
+            values[":index"] = {"S": index}
         return await self._update(
             seen,
             replace(taken, renewed_at=now),
-            "leaseOwner = :owner, renewedAt = :now, ownerSwitchesSinceCheckpoint = :switches",
-            {
-                ":owner": {"S": owner},
-                ":now": {"N": f"{now:.3f}"},
-                ":switches": {"N": str(switches)},
-            },
+            expression,
+            values,
             require_owner=False,
             remove="failure",
+        )
+
+    async def hold_version_floor(self, held: Lease, version: int) -> Lease:
+        """Records, before records read after a loss are numbered, where their numbering
+        starts, so that a later owner never numbers them lower (see Lease.version_floor)."""
+        return await self._update(
+            held,
+            replace(held, counter=held.counter + 1, version_floor=version),
+            "versionFloor = :floor",
+            {":floor": {"N": str(version)}},
         )
 
     async def renew(self, held: Lease, iterator_age: float = 0.0) -> Lease:
@@ -341,6 +397,7 @@ class LeaseTable:
             ),
             "checkpoint = :cp, checkpointVersion = :v, ownerSwitchesSinceCheckpoint = :zero",
             {":cp": {"S": checkpoint}, ":v": {"N": str(version)}, ":zero": {"N": "0"}},
+            unfinished=True,
         )
 
     async def finish(self, held: Lease, version: int) -> Lease:
@@ -359,6 +416,7 @@ class LeaseTable:
             "checkpoint = :cp, checkpointVersion = :v, finishedAt = :now",
             {":cp": {"S": SHARD_END}, ":v": {"N": str(version)}, ":now": {"N": f"{now:.3f}"}},
             remove_owner=True,
+            unfinished=True,
         )
 
     async def fail(self, held: Lease, reason: str) -> Lease:

@@ -1,9 +1,10 @@
 """The HTTP endpoints an orchestrator and Prometheus use: /metrics, /healthz, /readyz.
 
-/healthz answers whether the event loop is alive and not stalled (a probe that fails restarts
-the pod); /readyz whether the worker does its job: leases renewing and the cluster taking bulk
-requests (a failing one only reports, nothing restarts). Served by aiohttp on the configured
-address, in the same loop as the engine.
+/healthz answers whether the process is alive: its event loop not stalled, its engine running and
+none of its background tasks failed in a way only a restart fixes (a probe that fails restarts
+the pod); /readyz whether the worker does its job: leases renewing, the cluster taking bulk
+requests, initial loads done (a failing one only reports, nothing restarts). Served by aiohttp on
+the configured address, in the same loop as the engine, from before the initial loads on.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ class HealthServer:
         self,
         registry: CollectorRegistry,
         readiness: Callable[[], list[str]],
-        running: Callable[[], bool],
+        liveness: Callable[[], list[str]],
     ) -> None:
+        """`readiness` and `liveness`: why the instance is not ready, or should be restarted
+        (empty lists: all is well)."""
         self._registry = registry
         self._readiness = readiness
-        self._running = running
+        self._liveness = liveness
         self._tick = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -66,8 +69,9 @@ class HealthServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         stalled = time.monotonic() - self._tick
-        if not self._running():
-            return web.json_response({"ok": False, "reason": "the engine stopped"}, status=503)
+        reasons = self._liveness()
+        if reasons:
+            return web.json_response({"ok": False, "reason": "; ".join(reasons)}, status=503)
         if stalled > STALLED_AFTER_SECONDS:
             reason = f"the event loop stalled for {stalled:.0f} s"
             return web.json_response({"ok": False, "reason": reason}, status=503)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,8 +27,10 @@ from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.source.client import StreamsApi
+from streamsync.source.shards import records_may_be_lost
+from streamsync.supervise import spawn
 from streamsync.transform.actions import RecordTransformer, TransformError
-from streamsync.transform.versions import VersionClock
+from streamsync.transform.versions import VersionClock, version_floor
 
 log = logging.getLogger("streamsync.source")
 
@@ -80,6 +83,9 @@ class ShardPoller:
         self._resumed_after_loss = False
         self._traces: list[Trace] = []
         self._on_trimmed = transformer.config.on_trimmed
+        # Records carry whole seconds: one created in the second of the start is kept.
+        start_after = held.lease.start_after
+        self._start_after = float(int(start_after)) if start_after is not None else None
         held.iterator_age = lambda: self.iterator_age
         self._written: Position | None = None
         lease = held.lease
@@ -90,7 +96,14 @@ class ShardPoller:
         return self._held.lease
 
     async def run(self) -> None:
-        checkpointer = asyncio.create_task(self._checkpoint_periodically())
+        # Supervised: a checkpointer refused for good (expired credentials, access denied) is
+        # logged, counted and fails /healthz, instead of leaving a reader that never checkpoints.
+        checkpointer = spawn(
+            self._checkpoint_periodically(),
+            "checkpointer",
+            name=f"checkpointer {self.lease.table} {self.lease.shard_id}",
+            fields=self._fields,
+        )
         try:
             outcome = await self._poll()
             if outcome is _Outcome.LEASE_GONE:
@@ -113,10 +126,13 @@ class ShardPoller:
             await self._held.release()
         except asyncio.CancelledError:
             # Stopped before everything was acknowledged (grace period over, or lease lost):
-            # keep what is acknowledged, hand the rest to the next owner.
-            with contextlib.suppress(Exception):
-                await self._checkpoint()
-                await self._held.release()
+            # keep what is acknowledged, hand the rest to the next owner. Unless the lease's last
+            # write was asked for already (cancelled while finishing, say): nothing may follow
+            # it, least of all a checkpoint over SHARD_END (HeldLease refuses them too).
+            if not self._held.closed:
+                with contextlib.suppress(Exception):
+                    await self._checkpoint()
+                    await self._held.release()
             raise
         finally:
             checkpointer.cancel()
@@ -131,7 +147,11 @@ class ShardPoller:
                 return _Outcome.LEASE_GONE
             try:
                 if iterator is None:
-                    iterator = await self._iterator()
+                    outcome, iterator = await self._iterator()
+                    if outcome is not None:
+                        return outcome
+                    if iterator is None:
+                        continue
                 page = await retry_transient(
                     lambda it=iterator: self._api.get_records(it, self._polling.max_records),  # type: ignore[misc]
                     "GetRecords",
@@ -147,7 +167,7 @@ class ShardPoller:
                     continue
                 if error.code not in RECORDS_GONE:
                     raise
-                outcome, iterator = await self._records_lost(error)
+                outcome, iterator = await self._records_lost(error.code)
                 if outcome is not None:
                     return outcome
                 continue
@@ -187,7 +207,7 @@ class ShardPoller:
     def iterator_age(self) -> float:
         return self._metrics.iterator_ages.age(self.lease.table, self.lease.shard_id)
 
-    async def _records_lost(self, error: AwsError) -> tuple[_Outcome | None, str | None]:
+    async def _records_lost(self, why: str) -> tuple[_Outcome | None, str | None]:
         """The position to read from fell out of the stream's retention (or the shard is gone):
         records were lost. Never silent: an error log with the lost range, a metric, and the
         table's policy: fail (stop this shard), or restart from the oldest record still there."""
@@ -206,7 +226,7 @@ class ShardPoller:
         log.error(
             "records lost: %s; the records after %s %s were trimmed from the stream before they "
             "were read (policy on_trimmed=%s)",
-            error.code,
+            why,
             after if after is not None else "the shard's start",
             "up to the shard's end" if iterator is None else "up to the current trim horizon",
             self._on_trimmed,
@@ -216,24 +236,42 @@ class ShardPoller:
             return _Outcome.FAILED, None
         if iterator is None:
             return _Outcome.SHARD_END, None  # nothing left to read: let its children go on
+        await self._hold_version_floor()
         self._resumed_after_loss = True
         return None, iterator
 
-    async def _iterator(self) -> str:
-        """An iterator just after the last record read, or at the lease's checkpoint."""
+    async def _hold_version_floor(self) -> None:
+        """Numbers what is read after a loss from the present second on, and says so in the
+        lease first. Versions count records within a second; a later owner that finds more of
+        them trimmed would number the same records lower, and refuse a newer change as stale.
+        From a floor written before numbering, and a later owner's higher one, it cannot."""
+        floor = max(self._clock.last, version_floor(time.time()))
+        if await self._held.hold_version_floor(floor):
+            self._clock.last = floor
+
+    async def _iterator(self) -> tuple[_Outcome | None, str | None]:
+        """An iterator just after the last record read, or at the lease's checkpoint; when a
+        never-read lease starts at TRIM_HORIZON after the stream's retention passed what it
+        must not lose, that is a loss like any trim (a TRIM_HORIZON iterator never says so)."""
         lease = self.lease
         if self._last_read is not None:
             kind, seq = "AFTER_SEQUENCE_NUMBER", self._last_read
         elif lease.checkpoint in (TRIM_HORIZON, LATEST):
+            if lease.checkpoint == TRIM_HORIZON and records_may_be_lost(lease, time.time()):
+                return await self._records_lost(
+                    "the shard was not read within the stream's 24 h retention of when its "
+                    f"records are wanted from ({lease.wanted_since:.0f})"
+                )
             kind, seq = lease.checkpoint, None
         else:
             kind, seq = "AFTER_SEQUENCE_NUMBER", int(lease.checkpoint)
-        return await retry_transient(
+        iterator = await retry_transient(
             lambda: self._api.get_shard_iterator(lease.stream_arn, lease.shard_id, kind, seq),
             "GetShardIterator",
             is_transient,
             **self._fields,
         )
+        return None, iterator
 
     async def _process(self, record: dict[str, Any]) -> None:
         try:
@@ -258,7 +296,12 @@ class ShardPoller:
             )
         self._last_read = seq
         self._metrics.records_read.labels(self.lease.table).inc()
-        version = self._clock.next(float(change.get("ApproximateCreationDateTime", 0)))
+        created = float(change.get("ApproximateCreationDateTime", 0))
+        if self._start_after is not None and created < self._start_after:
+            # Before a LATEST start: not wanted. Acknowledged at once, so checkpoints pass it.
+            self._tracker.register(seq, self._clock.last, 0)
+            return
+        version = self._clock.next(created)
         trace = self._trace(record, seq)
         try:
             actions = await self._transformer.actions(record, self.lease.shard_id, version)

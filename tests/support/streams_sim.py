@@ -121,8 +121,11 @@ class SimStream:
         self._new_shard(parent_id=None, hash_low=0, hash_high=HASH_SPACE)
 
     # --- topology -------------------------------------------------------------------------
-    def _new_shard(self, parent_id: str | None, hash_low: int, hash_high: int) -> SimShard:
-        shard_id = f"shardId-{int(time.time() * 1000):020d}-{uuid.uuid4().hex[:8]}"
+    def _new_shard(
+        self, parent_id: str | None, hash_low: int, hash_high: int, age: float = 0.0
+    ) -> SimShard:
+        # Like DynamoDB's, a shard id carries its creation time in milliseconds.
+        shard_id = f"shardId-{int((time.time() - age) * 1000):020d}-{uuid.uuid4().hex[:8]}"
         shard = SimShard(shard_id, parent_id, hash_low, hash_high, self._next_seq)
         self.shards.append(shard)
         return shard
@@ -140,11 +143,13 @@ class SimStream:
     def listed_shards(self) -> list[SimShard]:
         return [s for s in self.shards if not s.dropped]
 
-    def split(self, shard_id: str, parts: int = 2) -> list[str]:
+    def split(self, shard_id: str, parts: int = 2, age: float = 0.0) -> list[str]:
         """Closes an open shard and opens `parts` children that divide its key-hash range.
 
         Later writes of a key go to the child whose range holds it, as on AWS, so per-key order
-        holds across parent and child only for readers that finish the parent first.
+        holds across parent and child only for readers that finish the parent first. `age`
+        back-dates the children's creation (in their ids) by that many seconds, to stand for a
+        split that happened long ago: a test cannot wait for the 24 h retention to pass.
         """
         with SIM_LOCK:
             parent = self.shard(shard_id)
@@ -160,7 +165,8 @@ class SimStream:
             bounds = [parent.hash_low + width * i // parts for i in range(parts)]
             bounds.append(parent.hash_high)
             children = [
-                self._new_shard(parent.shard_id, bounds[i], bounds[i + 1]) for i in range(parts)
+                self._new_shard(parent.shard_id, bounds[i], bounds[i + 1], age)
+                for i in range(parts)
             ]
             return [c.shard_id for c in children]
 

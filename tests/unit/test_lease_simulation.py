@@ -10,14 +10,19 @@ The simulation models:
   a renewal that fails means the lease was taken over, and the worker forgets it (as
   `HeldLease.renew` does). Then the workers, in a random order, each scan the table, call
   `expired` on the leases and on the heartbeats, pass the workers with fresh heartbeats to `plan`,
-  give up the leases the plan releases (the most recently taken, as `Coordinator._give_up`
-  picks them: owner None, counter+1) and try the takes and the steal it asks for;
+  give up the leases the plan releases (the most recently taken among those of the streams it
+  names, as `Coordinator._give_up` picks them: owner None, counter+1) and try the takes and the
+  steal it asks for;
 - membership changes: a join, a crash (the worker stops renewing, beating and taking; its leases
   and heartbeat must expire, its leases be taken by the others; a heartbeat stale for three
   failover times is deleted, as the coordinator does), a graceful leave (the worker releases its
   leases and deletes its heartbeat);
 - the fallback for workers that neither beat nor release (`heartbeats=False`): `plan` gets
-  `workers=()`, its `release` is ignored, and balance comes from stealing alone.
+  `workers=()`, its `release` is ignored, and balance comes from stealing alone;
+- deployments sharing the lease table: a worker reads the streams it is configured for, minus
+  those whose table failed for it (`Source.failure`). It beats with the streams it reads, as
+  `Coordinator._heartbeat` does, and plans with their leases only, as `Coordinator._take` does;
+  when a table fails, it stops renewing that stream's leases (its readers end), so they expire.
 
 It simplifies: the renewer and the taker run in lock step (the real renewer runs every
 failover/3 or so, the taker every failover/2 or on a wake-up); a release takes effect at once (the
@@ -32,7 +37,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -55,6 +60,9 @@ CYCLE = 5.0
 # Cycles a crashed worker's leases need to be seen as expired: its last renewal is seen at the
 # cycle it crashed in, and the counter must then stay still for *more* than the failover time.
 EXPIRY_CYCLES = math.floor(FAILOVER / CYCLE) + 1
+# The invariant's bound: after any change, every ready lease of a stream that a live worker reads
+# is owned (by a live worker that reads it) within the failover time plus two taker cycles.
+COVERAGE_CYCLES = math.ceil(FAILOVER / CYCLE) + 2
 
 
 class SimLease(Lease):
@@ -67,17 +75,24 @@ class SimLease(Lease):
         return lease_key(self.stream_arn, self.shard_id)
 
 
-def _stream(ready: int = 1_200, finished_parents: int = 200, blocked: int = 100) -> list[Lease]:
+def _stream(
+    ready: int = 1_200, finished_parents: int = 200, blocked: int = 100, arn: str = ARN
+) -> list[Lease]:
     """`ready` readable shards (some children of finished parents), plus finished parents and
     children of open shards that nobody may read yet."""
+    table = arn.split(":table/", 1)[1].split("/", 1)[0]
     leases: list[Lease] = [
-        SimLease(ARN, f"parent-{i}", "t", checkpoint=SHARD_END) for i in range(finished_parents)
+        SimLease(arn, f"parent-{i}", table, checkpoint=SHARD_END) for i in range(finished_parents)
     ]
     for i in range(ready):
         parents = (f"parent-{i % finished_parents}",) if i % 3 == 0 and finished_parents else ()
-        leases.append(SimLease(ARN, f"shard-{i}", "t", parents, checkpoint=TRIM_HORIZON))
-    leases += [SimLease(ARN, f"blocked-{i}", "t", (f"shard-{i}",)) for i in range(blocked)]
+        leases.append(SimLease(arn, f"shard-{i}", table, parents, checkpoint=TRIM_HORIZON))
+    leases += [SimLease(arn, f"blocked-{i}", table, (f"shard-{i}",)) for i in range(blocked)]
     return leases
+
+
+def _arn(table: str) -> str:
+    return ARN.replace("table/t/", f"table/{table}/")
 
 
 class LeaseTable:
@@ -143,6 +158,7 @@ class Worker:
     # The streams it is configured for (None: all). The coordinator plans with the leases of its
     # own streams only, but with every fresh heartbeat in the lease table.
     streams: frozenset[str] | None = None
+    failed: frozenset[str] = frozenset()  # streams whose table failed for it: no longer read
 
 
 @dataclass
@@ -164,6 +180,9 @@ class Simulation:
     release_conflicts: int = 0  # given up, but it had been stolen since the last renewal
     stranded: int = 0  # released in a cycle and still free at the end of the next one
     beats_deleted: int = 0  # stale heartbeats of crashed workers deleted by the others
+    # The invariant, measured: the most consecutive cycles that ended with a ready lease of a
+    # stream some live worker reads not owned by a live worker that reads it.
+    longest_unowned: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -172,6 +191,7 @@ class Simulation:
         self.listed = {lease.shard_id for lease in self.table.scan()}
         self.ready = self._ready(self.table.scan())
         self._released_last_cycle: set[str] = set()
+        self._unowned_for: dict[str, int] = {}  # lease key -> cycles it ended unowned in a row
 
     def join(self, name: str, streams: frozenset[str] | None = None) -> None:
         self.live[name] = Worker(
@@ -198,14 +218,23 @@ class Simulation:
         by_shard = {lease.shard_id: lease for lease in leases}
         return {lease.key: ready_to_read(lease, by_shard, self.listed) for lease in leases}
 
-    def _streams_of(self, worker: Worker) -> frozenset[str]:
-        if worker.streams is not None:
-            return worker.streams
-        return frozenset(lease.stream_arn for lease in self.table.scan())
+    def fail_table(self, name: str, stream: str) -> None:
+        """The worker's table for `stream` fails (`Source.failure`): its readers of that stream
+        end, so it stops renewing those leases, and it no longer reads, lists or plans it."""
+        worker = self.live[name]
+        worker.failed |= {stream}
+        worker.held = {k: lease for k, lease in worker.held.items() if lease.stream_arn != stream}
 
-    def _fresh_workers(self, worker: Worker, beats: list[WorkerBeat]) -> set[str]:
-        """The workers whose heartbeats moved within a failover, by this worker's clock; deletes
-        the heartbeats still for three failover times (as `Coordinator._scan` does)."""
+    def _streams_of(self, worker: Worker) -> frozenset[str]:
+        """The streams a worker reads: those it is configured for, minus the failed ones."""
+        if worker.streams is not None:
+            return worker.streams - worker.failed
+        return frozenset(lease.stream_arn for lease in self.table.scan()) - worker.failed
+
+    def _fresh_workers(self, worker: Worker, beats: list[WorkerBeat]) -> dict[str, set[str]]:
+        """Per stream it reads, the workers whose heartbeats list it and moved within a
+        failover, by this worker's clock; deletes the heartbeats still for three failover times
+        (as `Coordinator._scan` does)."""
         stale = worker.beat_expiry.expired(beats, self.now)
         for beat in beats:
             if beat.key in stale and self.now - stale[beat.key] > 3 * FAILOVER:
@@ -253,15 +282,21 @@ class Simulation:
         released_now: set[str] = set()
         for worker in order:
             leases, beats = scans.get(worker.name) or (self.table.scan(), self.table.scan_beats())
-            if worker.streams is not None:
-                leases = [lease for lease in leases if lease.stream_arn in worker.streams]
+            if worker.streams is not None or worker.failed:
+                reads = self._streams_of(worker)
+                leases = [lease for lease in leases if lease.stream_arn in reads]
             expired = worker.expiry.expired(leases, self.now)
-            workers: Iterable[str] = self._fresh_workers(worker, beats) if self.heartbeats else ()
+            workers: Iterable[str] | Mapping[str, Iterable[str]] = (
+                self._fresh_workers(worker, beats) if self.heartbeats else ()
+            )
             decided = plan(
                 leases, worker.name, expired, lambda x: self.ready[x.key], worker.rng, workers
             )
             if decided.release and self.heartbeats:
-                released_now |= self._give_up(worker, decided.release, leases)
+                assert decided.release == sum(decided.release_from.values())
+                for streams, count in decided.release_from.items():
+                    group = [lease for lease in leases if lease.stream_arn in streams]
+                    released_now |= self._give_up(worker, count, group)
             wanted = [*decided.take, *([decided.steal] if decided.steal else [])]
             for seen in wanted:
                 taken = self.table.take(seen, worker.name)
@@ -277,6 +312,10 @@ class Simulation:
             self.table.rows[key].owner is None for key in self._released_last_cycle
         )
         self._released_last_cycle = released_now
+        self._unowned_for = {
+            lease.key: self._unowned_for.get(lease.key, 0) + 1 for lease in self.unowned()
+        }
+        self.longest_unowned = max(self.longest_unowned, *self._unowned_for.values(), 0)
         self.check_invariants(after_renewal=False)
 
     def loads(self) -> dict[str, int]:
@@ -286,12 +325,48 @@ class Simulation:
     def readable(self) -> list[Lease]:
         return [lease for lease in self.table.scan() if self.ready[lease.key]]
 
+    def readers(self) -> dict[str, set[str]]:
+        """Stream -> the live workers that read it."""
+        readers: dict[str, set[str]] = {}
+        for worker in self.live.values():
+            for stream in self._streams_of(worker):
+                readers.setdefault(stream, set()).add(worker.name)
+        return readers
+
+    def unowned(self) -> list[Lease]:
+        """The invariant's breaches: ready leases of a stream that a live worker reads, not
+        owned by a live worker that reads it."""
+        readers = self.readers()
+        return [
+            lease
+            for lease in self.readable()
+            if lease.stream_arn in readers and lease.owner not in readers[lease.stream_arn]
+        ]
+
+    def groups(self) -> dict[frozenset[str], set[str]]:
+        """Readers -> the streams they (and only they) read: the planner balances each group."""
+        groups: dict[frozenset[str], set[str]] = {}
+        for stream, names in self.readers().items():
+            groups.setdefault(frozenset(names), set()).add(stream)
+        return groups
+
+    def group_loads(self) -> dict[frozenset[str], dict[str, int]]:
+        """Per group of streams (named by its streams): each reader's count of its leases."""
+        counts = Counter((lease.stream_arn, lease.owner) for lease in self.readable())
+        return {
+            frozenset(streams): {w: sum(counts[s, w] for s in streams) for w in names}
+            for names, streams in self.groups().items()
+        }
+
     def balanced(self) -> bool:
-        """Every readable lease held by a live worker, and loads within one of each other."""
-        if any(lease.owner not in self.live for lease in self.readable()):
+        """Every readable lease of a stream somebody reads held by a live worker that reads it,
+        and within each group of streams with the same readers, the readers' loads within one of
+        each other (with one group, the loads of all workers)."""
+        if self.unowned():
             return False
-        loads = self.loads().values()
-        return max(loads) - min(loads) <= 1
+        return all(
+            max(loads.values()) - min(loads.values()) <= 1 for loads in self.group_loads().values()
+        )
 
     def check_invariants(self, after_renewal: bool) -> None:
         for lease in self.table.scan():
@@ -310,7 +385,12 @@ class Simulation:
                     assert self.table.rows[key] is lease
                     believed[key] += 1
             assert all(n == 1 for n in believed.values())
-            owned_live = {k for k, lease in self.table.rows.items() if lease.owner in self.live}
+            owned_live = {
+                k
+                for k, lease in self.table.rows.items()
+                if lease.owner in self.live  # minus those it abandoned when their table failed
+                and lease.stream_arn not in self.live[lease.owner].failed
+            }
             assert owned_live == set(believed)
 
     def _activity(self) -> tuple[int, ...]:
@@ -618,3 +698,159 @@ def test_workers_of_another_deployment_sharing_the_lease_table_hold_nothing_back
     loads = sim.loads()
     print(f"\nanother deployment in the lease table: {loads}, {_counters(sim)}")
     assert loads["ours"] == n, f"only {loads['ours']} of {n} leases are read"
+
+
+def _after_change(
+    sim: Simulation, limit: int, unowned_limit: int = COVERAGE_CYCLES - 1, quiet: int = 5
+) -> tuple[int, int]:
+    """Cycles after a change until every ready lease of a stream some live worker reads is owned
+    by a live worker that reads it, and until balanced (at most `limit`); then `quiet` cycles in
+    which nothing may move. The invariant is checked every cycle: no lease ends more than
+    `unowned_limit` cycles in a row unowned (by default, it is owned within the failover time
+    plus two taker cycles). Returns (cycles until all were owned, cycles until balanced)."""
+    owned_at = 0 if not sim.unowned() else None
+    cycles = 0
+    while not sim.balanced():
+        if cycles == limit:
+            pytest.fail(f"not balanced after {limit} cycles: {sim.group_loads()}")
+        sim.cycle()
+        cycles += 1
+        if owned_at is None and not sim.unowned():
+            owned_at = cycles
+        assert sim.longest_unowned <= unowned_limit, (
+            f"{len(sim.unowned())} leases unowned for {sim.longest_unowned} cycles: "
+            f"{Counter(lease.table for lease in sim.unowned())}"
+        )
+    activity, owners = sim._activity(), sim._owners()
+    for _ in range(quiet):
+        sim.cycle()
+        assert not sim.unowned()
+        assert sim._activity() == activity, "leases moved or were released after balance"
+    assert sim._owners() == owners, "leases changed hands after balance"
+    assert owned_at is not None
+    return owned_at, cycles
+
+
+def _group_target_holds(sim: Simulation) -> None:
+    """Within each group of streams with the same readers, the most loaded reader holds the
+    group's target, ceil(leases / readers): balance as with one stream."""
+    groups = sim.groups()
+    for streams, loads in sim.group_loads().items():
+        (readers,) = [names for names, s in groups.items() if s == streams]
+        n = sum(loads.values())
+        assert max(loads.values()) == _target(n, len(readers)), (streams, loads)
+
+
+T1, T2, T3 = _arn("t1"), _arn("t2"), _arn("t3")
+SMALL = tuple(_arn(f"small{i}") for i in range(6))  # tables of one shard each
+DEPLOYMENT_1 = frozenset({T1, T2, *SMALL})
+DEPLOYMENT_2 = frozenset({T2, T3})
+
+
+def _two_deployments(
+    seed: int, concurrent_scans: bool, limit: int, unowned_limit: int
+) -> tuple[Simulation, dict[str, tuple[int, int]]]:
+    """Deployment 1 (workers a*) reads t1 (480 ready shards), t2 (360) and six one-shard
+    tables; deployment 2 (workers z*) reads t2 and t3 (240); one lease table. Joins, crashes, a
+    graceful leave and a table failing for one worker, each followed by `_after_change`. Returns
+    the simulation and, per phase, (cycles until all owned, cycles until balanced)."""
+    leases = [
+        *_stream(480, 40, 20, arn=T1),
+        *_stream(360, 30, 20, arn=T2),
+        *_stream(240, 20, 20, arn=T3),
+        *(lease for arn in SMALL for lease in _stream(1, 0, 0, arn=arn)),
+    ]
+    sim = Simulation(LeaseTable(leases), seed=seed, concurrent_scans=concurrent_scans)
+    measured: dict[str, tuple[int, int]] = {}
+
+    def phase(name: str) -> None:
+        measured[name] = _after_change(sim, limit, unowned_limit)
+        _group_target_holds(sim)
+
+    for i in range(4):
+        sim.join(f"a{i}", streams=DEPLOYMENT_1)
+    phase("deployment 1 starts: 4 workers")
+    for i in range(2):
+        sim.join(f"z{i}", streams=DEPLOYMENT_2)
+    phase("deployment 2 starts: 2 workers")
+    # t2 is now read by six workers, t1 and the small tables by four, t3 by two.
+    assert {frozenset(s) for s in sim.groups().values()} == {
+        frozenset({T1, *SMALL}),
+        frozenset({T2}),
+        frozenset({T3}),
+    }
+    sim.crash("a1")
+    phase("a1 crashes")
+    sim.leave("z1")
+    phase("z1 leaves")
+    sim.fail_table("a0", T2)
+    phase("a0's table t2 fails")
+    sim.join("z2", streams=DEPLOYMENT_2)
+    phase("z2 joins")
+    sim.crash("z0")
+    sim.crash("z2")
+    phase("z0 and z2 crash: nobody reads t3")
+    assert sum(sim.loads().values()) == len(sim.readable()) - 240, "all but t3's are owned"
+    return sim, measured
+
+
+@pytest.mark.parametrize("concurrent_scans", [False, True], ids=["scans in turn", "overlapping"])
+def test_deployments_sharing_the_lease_table_leave_no_lease_unowned(
+    concurrent_scans: bool,
+) -> None:
+    """Issue 13, item 1, with `_two_deployments`. Before the fix, every a-worker counted the
+    z-workers (they read t2) toward its share of t1 + t2 and stopped short of it, and the
+    z-workers counted the a-workers toward their share of t2 + t3: leases of t1 and t3 stayed
+    unowned for good.
+
+    Through every phase the invariant holds each cycle, and each group of streams with the same
+    readers ends balanced as one stream would (loads within one; the six small tables are
+    balanced together with t1, not one by one), with nothing moving once balanced.
+    - Scans in turn: no ready lease of a stream a live worker reads ends more than
+      COVERAGE_CYCLES - 1 cycles in a row without a live owner that reads it: it is owned within
+      the failover time plus two taker cycles.
+    - Overlapping scans (every worker scans before any takes): the workers that see the same
+      expired or free leases at once race for them, as in `test_cold_start_with_overlapping_scans`
+      with one stream; the losers try again among what is left, so the tail takes a few cycles
+      more. Bound: EXPIRY_CYCLES + 4 cycle ends in a row (the one-stream test allows
+      EXPIRY_CYCLES + 5 cycles until a crashed worker's leases are all taken).
+    Measured over seeds 0-29, in cycles after each change (until all owned / until balanced):
+    scans in turn: joins and the leave 0-2 / 1-3, crashes and the failed table EXPIRY_CYCLES /
+    EXPIRY_CYCLES; at most 2 cycle ends in a row unowned. Overlapping scans: joins and the leave
+    3-4 / 2-5, crashes 4-7 / 4-7, the failed table 5 / 5; at most 4-6 cycle ends in a row.
+    """
+    started = time.perf_counter()
+    unowned_limit = EXPIRY_CYCLES + 4 if concurrent_scans else COVERAGE_CYCLES - 1
+    sim, measured = _two_deployments(5, concurrent_scans, limit=12, unowned_limit=unowned_limit)
+    print(
+        f"\ntwo deployments ({'overlapping scans' if concurrent_scans else 'scans in turn'}): "
+        f"(cycles until owned, until balanced) {measured}, {_counters(sim)}, "
+        f"longest unowned {sim.longest_unowned} cycle ends, "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    assert sim.longest_unowned <= unowned_limit
+    if not concurrent_scans:
+        assert all(owned <= COVERAGE_CYCLES for owned, _ in measured.values()), measured
+
+
+def test_a_worker_whose_table_failed_no_longer_holds_back_the_others() -> None:
+    """Three workers read t1 (120 shards) and t2 (480); then t2's table fails for w0 only (its
+    `Source.failure` is set: it keeps running, and beating, for t1). It beats with t1 alone and
+    plans t1 alone, so w1 and w2 share all of t2: w0's t2 leases expire and are taken within the
+    failover time plus a cycle. Before the fix, w1 and w2 still counted w0 toward t1 + t2 and
+    aimed for 200 each: 80 of t2's leases stayed unowned for good."""
+    sim = Simulation(
+        LeaseTable([*_stream(120, 20, 10, arn=T1), *_stream(480, 40, 20, arn=T2)]), seed=9
+    )
+    for i in range(3):
+        sim.join(f"w{i}", streams=frozenset({T1, T2}))
+    before = _after_change(sim, limit=4)
+    sim.fail_table("w0", T2)
+    owned, balanced = _after_change(sim, limit=8)
+    print(f"\nfailed table: balanced {before}, after t2 failed for w0 {(owned, balanced)}")
+    assert owned == EXPIRY_CYCLES  # w0's t2 leases expire, then all are taken in that cycle
+    assert sim.group_loads() == {
+        frozenset({T1}): {"w0": 40, "w1": 40, "w2": 40},
+        frozenset({T2}): {"w1": 240, "w2": 240},
+    }
+    assert sim.longest_unowned < COVERAGE_CYCLES

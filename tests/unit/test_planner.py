@@ -6,16 +6,22 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsync.leases.model import SHARD_END, TRIM_HORIZON, Lease
-from streamsync.leases.planner import ExpiryClock, Plan, plan
+from streamsync.leases.model import SHARD_END, TRIM_HORIZON, Lease, WorkerBeat, worker_key
+from streamsync.leases.planner import ExpiryClock, Plan, live_workers, plan
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
 FAILOVER = 10.0
+
+
+def _released(n: int) -> Plan:
+    """A plan that gives up `n` leases of the one stream `ARN`, and does nothing else."""
+    return Plan(release=n, release_from={frozenset({ARN}): n})
 
 
 def _lease(
@@ -482,14 +488,14 @@ def test_releases_what_it_holds_above_target_when_someone_holds_less(
     assert expected_release == mine - target  # the table above is the rule
     decided = plan(leases, "me", {}, _always, random.Random(0), workers=workers)
     # A release plan does nothing else: the worker gives leases up, it takes and steals nothing.
-    assert decided == Plan(release=expected_release)
+    assert decided == _released(expected_release)
 
 
 def test_release_with_free_leases_around_stops_at_target() -> None:
     # 10 held, 5 free, one newcomer: target ceil(15/2) = 8. The newcomer takes the 5 free ones
     # and the 2 released, and ends one short of target, as the rounding allows.
     leases = [*_owned("m", "me", 10), *_owned("f", None, 5)]
-    assert plan(leases, "me", {}, _always, workers=("new",)) == Plan(release=2)
+    assert plan(leases, "me", {}, _always, workers=("new",)) == _released(2)
 
 
 def test_finished_and_not_ready_leases_do_not_make_a_worker_release() -> None:
@@ -498,7 +504,7 @@ def test_finished_and_not_ready_leases_do_not_make_a_worker_release() -> None:
     blocked = [_lease(f"c{i}", None, parents=("p",)) for i in range(6)]
     # Counted: my 3 open leases only; with a newcomer, target ceil(3/2) = 2: release 1.
     decided = plan([*held, *finished, *blocked], "me", {}, _ready_unless(blocked), workers=["n"])
-    assert decided == Plan(release=1)
+    assert decided == _released(1)
 
 
 @pytest.mark.parametrize(
@@ -548,7 +554,7 @@ def test_released_leases_always_have_takers(loads: list[int], newcomers: int, fr
         decided = plan(leases, me, {}, _always, random.Random(0), workers=known)
         assert decided.release == max(0, held[me] - target)
         if decided.release:
-            assert decided == Plan(release=decided.release)
+            assert decided == _released(decided.release)
             assert any(held[w] < target for w in known if w != me)
         released += decided.release
     if all(held[w] >= target for w in known):
@@ -655,3 +661,178 @@ def test_with_heartbeats_and_release_balance_comes_in_a_few_rounds(
     assert max(held) - min(held) <= 1, f"not balanced: {held}"
     assert releasing <= 1, "released in more than one round: release overshot or oscillated"
     assert rounds <= 2 + max(0, shortfall - 1), (rounds, shortfall, loads, newcomers, free)
+
+
+# plan: deployments sharing the lease table (issue 13), balancing per group of streams
+
+S1, S2, S3 = (ARN.replace("table/t/", f"table/t{i}/") for i in (1, 2, 3))
+
+
+def _of(stream: str, prefix: str, owner: str | None, n: int) -> list[Lease]:
+    return [Lease(stream, f"{prefix}{i}", "t", owner=owner, counter=1) for i in range(n)]
+
+
+def _beats(**streams: Iterable[str]) -> list[WorkerBeat]:
+    return [WorkerBeat(name, 1, frozenset(read)) for name, read in streams.items()]
+
+
+def _count(leases: Iterable[Lease]) -> Counter[str]:
+    return Counter(lease.stream_arn for lease in leases)
+
+
+def test_live_workers_lists_for_each_stream_the_workers_that_read_it() -> None:
+    beats = _beats(a=[S1, S2], b=[S1, S2], z=[S2, S3], gone=[S1], other=[S3])
+    stale = {worker_key("gone"): 1.0}
+    assert live_workers(beats, stale, [S1, S2]) == {S1: {"a", "b"}, S2: {"a", "b", "z"}}
+    assert live_workers(beats, stale, [S3]) == {S3: {"z", "other"}}
+    assert live_workers([], {}, [S1]) == {S1: set()}
+
+
+def test_a_worker_that_cannot_read_a_stream_does_not_lower_the_share_of_those_that_can() -> None:
+    """The issue's example: a and b read s1 + s2, z (another deployment) reads s2 + s3. For a,
+    z counts toward s2 only: a aims for ceil(6/2) = 3 of s1 and ceil(6/3) = 2 of s2 (before the
+    fix: ceil(12/3) = 4 in all, at random, so 2 of s1's 6 were left for nobody)."""
+    beats = _beats(a=[S1, S2], b=[S1, S2], z=[S2, S3])
+    leases = [*_of(S1, "x", None, 6), *_of(S2, "y", None, 6)]
+    for seed in range(20):
+        workers = live_workers(beats, {}, [S1, S2])
+        decided = plan(leases, "a", {}, _always, random.Random(seed), workers=workers)
+        assert _count(decided.take) == {S1: 3, S2: 2}
+    # b, planning after a took its share, takes the rest of s1.
+    taken = {lease.key for lease in plan(leases, "a", {}, _always, workers=workers).take}
+    after = [replace(lease, owner="a") if lease.key in taken else lease for lease in leases]
+    decided = plan(after, "b", {}, _always, workers=live_workers(beats, {}, [S1, S2]))
+    assert _count(decided.take) == {S1: 3, S2: 2}
+
+
+def test_a_worker_whose_table_failed_counts_only_for_the_streams_it_still_reads() -> None:
+    """f's table for s2 failed: its heartbeat lists s1 alone (`Coordinator._heartbeat`). a, the
+    only one reading s2, takes all of it besides half of s1."""
+    beats = _beats(a=[S1, S2], f=[S1])
+    leases = [*_of(S1, "x", "f", 1), *_of(S1, "y", None, 3), *_of(S2, "z", None, 8)]
+    decided = plan(leases, "a", {}, _always, workers=live_workers(beats, {}, [S1, S2]))
+    assert _count(decided.take) == {S1: 2, S2: 8}
+
+
+def test_streams_with_the_same_readers_are_balanced_together() -> None:
+    """a and b read five one-shard tables, small0..small4; z (another deployment) reads small4
+    and t3. a holds all five. Balanced table by table, a would keep them all (1 each = the share of
+    one shard among two) and b would idle; balanced over everything a reads, a would give up
+    3 (ceil(5/3) = 2 with z counted, which cannot take the first four). It gives up 2 of the
+    four that only a and b read: target ceil(4/2) = 2, and keeps the fifth (ceil(1/3) = 1)."""
+    small = [ARN.replace("table/t/", f"table/small{i}/") for i in range(5)]
+    beats = _beats(a=small, b=small, z=[small[4], S3])
+    leases = [lease for stream in small for lease in _of(stream, "s", "a", 1)]
+    decided = plan(leases, "a", {}, _always, workers=live_workers(beats, {}, small))
+    assert decided == Plan(release=2, release_from={frozenset(small[:4]): 2})
+    # b takes what a gives up, from the same group, and nothing of the fifth.
+    freed = [
+        replace(lease, owner=None) if lease.stream_arn in small[:2] else lease for lease in leases
+    ]
+    decided = plan(freed, "b", {}, _always, workers=live_workers(beats, {}, small))
+    assert sorted(lease.stream_arn for lease in decided.take) == sorted(small[:2])
+
+
+def test_one_steal_per_cycle_in_all_from_the_group_furthest_below_target() -> None:
+    """Nothing free in s1 (x holds 6, target 3 for me: 3 short) nor in s2 (y holds 4, target
+    2: 2 short): one steal, from x. In s3 one lease is free: taken in the same cycle."""
+    beats = _beats(me=[S1, S2, S3], x=[S1], y=[S2], w=[S3])
+    leases = [*_of(S1, "a", "x", 6), *_of(S2, "b", "y", 4), *_of(S3, "c", None, 1)]
+    for seed in range(20):
+        workers = live_workers(beats, {}, [S1, S2, S3])
+        decided = plan(leases, "me", {}, _always, random.Random(seed), workers=workers)
+        assert _shards(decided.take) == ["c0"]
+        assert decided.steal is not None
+        assert decided.steal.owner == "x"
+        assert decided.release == 0
+
+
+def test_a_release_in_one_group_does_not_stop_a_take_in_another() -> None:
+    beats = _beats(me=[S1, S2], new=[S1], z=[S2])
+    leases = [*_of(S1, "a", "me", 6), *_of(S2, "b", None, 4)]
+    decided = plan(leases, "me", {}, _always, workers=live_workers(beats, {}, [S1, S2]))
+    assert decided.release_from == {frozenset({S1}): 3}
+    assert decided.release == 3
+    assert _count(decided.take) == {S2: 2}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=4),
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=15), st.integers(min_value=1, max_value=3)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_deployments_sharing_the_table_own_every_lease_and_balance_each_group(
+    sizes: list[int], deployments: list[tuple[int, int]], seed: int
+) -> None:
+    """Deployments with any stream sets (bit masks over the streams) and 1-3 workers each,
+    starting from a random ownership by workers that read the lease's stream: every worker
+    plans in turn with the leases of its own streams and the heartbeats of all, and applies its
+    plan. It ends with every lease of a stream somebody reads owned by one of its readers (no
+    lease left behind), each group of streams with the same readers balanced within one, and no
+    more moves; within 2 rounds plus the rounding steals (one per round in all)."""
+    rng = random.Random(seed)
+    streams = [ARN.replace("table/t/", f"table/t{i}/") for i in range(len(sizes))]
+    reads: dict[str, frozenset[str]] = {}
+    for d, (mask, count) in enumerate(deployments):
+        read = frozenset(s for i, s in enumerate(streams) if mask >> i & 1)
+        for w in range(count):
+            reads[f"d{d}w{w}"] = read
+    readers = {s: sorted(w for w, read in reads.items() if s in read) for s in streams}
+    owner: dict[tuple[str, str], str | None] = {
+        (s, f"s{i}"): rng.choice([None, *readers[s]])
+        for s, n in zip(streams, sizes, strict=True)
+        for i in range(n)
+    }
+    groups: dict[frozenset[str], list[str]] = {}
+    for s in streams:
+        if readers[s]:
+            groups.setdefault(frozenset(readers[s]), []).append(s)
+    shortfalls = 0
+    for names, members in groups.items():
+        n = sum(size for s, size in zip(streams, sizes, strict=True) if s in members)
+        shortfalls += max(0, len(names) * math.ceil(n / len(names)) - n - 1) if n else 0
+    rounds = _settle(owner, reads, rng, limit=4 * len(owner) + 10)
+    for (s, shard), o in owner.items():
+        assert o in readers[s] or not readers[s], f"{shard} of {s}: {o}, readers {readers[s]}"
+    for names, members in groups.items():
+        held = Counter(o for (s, _), o in owner.items() if s in members)
+        loads = [held[w] for w in names]
+        assert max(loads) - min(loads) <= 1, (members, loads)
+    assert rounds <= 2 + shortfalls, (rounds, shortfalls)
+
+
+def _settle(
+    owner: dict[tuple[str, str], str | None],
+    reads: dict[str, frozenset[str]],
+    rng: random.Random,
+    limit: int,
+) -> int:
+    """Every worker plans in turn with the leases of the streams it reads and the heartbeats of
+    all (each listing the streams its worker reads), and applies its plan, releases included (at
+    once, among the leases of the streams the plan names). Returns the rounds until nothing
+    changes."""
+    beats = [WorkerBeat(w, 1, read) for w, read in reads.items()]
+    for rounds in range(limit):
+        changed = False
+        order = list(reads)
+        rng.shuffle(order)
+        for me in order:
+            leases = [Lease(s, k, "t", owner=o) for (s, k), o in owner.items() if s in reads[me]]
+            decided = plan(leases, me, {}, _always, rng, workers=live_workers(beats, {}, reads[me]))
+            assert decided.release == sum(decided.release_from.values())
+            for members, count in decided.release_from.items():
+                mine = [key for key, o in owner.items() if o == me and key[0] in members]
+                for key in rng.sample(mine, count):
+                    owner[key] = None
+                    changed = True
+            for lease in [*decided.take, *([decided.steal] if decided.steal else [])]:
+                owner[lease.stream_arn, lease.shard_id] = me
+                changed = True
+        if not changed:
+            return rounds
+    pytest.fail(f"still moving after {limit} rounds: {Counter(owner.values())}")
