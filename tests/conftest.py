@@ -39,8 +39,11 @@ def pytest_report_header() -> list[str]:
     return [f"elasticsearch: {es_version(url)} at {url}; opensearch: started when needed"]
 
 
+SECURED_USED: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    used = CLUSTERS.used()
+    used = CLUSTERS.used() + SECURED_USED
     if used:
         terminalreporter.write_sep("-", "search nodes this run used")
         for line in used:
@@ -121,5 +124,6 @@ def secured_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[nod
     """The secured Elasticsearch node (tests/support/secured.py) and its certificate folder."""
     certs = tmp_path_factory.mktemp("secured-certs")
     node = secured.start(certs)
+    SECURED_USED.append(f"elasticsearch {node.version} with security and TLS at {node.url}")
     yield node, certs
     secured.stop()
