@@ -7,8 +7,10 @@ call is rare and goes through aiobotocore.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -17,6 +19,23 @@ from streamsync.awsjson import AwsError, AwsJsonClient
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _aws_errors(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Callers handle one error vocabulary, AwsError, whichever transport a call took: botocore's
+    ClientError becomes one here (the JSON transport raises it already)."""
+
+    @functools.wraps(call)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await call(*args, **kwargs)
+        except ClientError as error:
+            raise AwsError.from_client_error(error) from error
+
+    return translated
 
 
 @dataclass(frozen=True)
@@ -72,11 +91,9 @@ class StreamsApi:
         self._streams = streams
         self._streams_json = streams_json  # the same endpoint as `streams`, for GetRecords
 
+    @_aws_errors
     async def describe_table(self, table: str) -> TableStream:
-        try:
-            description = (await self._dynamodb.describe_table(TableName=table))["Table"]
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        description = (await self._dynamodb.describe_table(TableName=table))["Table"]
         keys = {k["KeyType"]: k["AttributeName"] for k in description["KeySchema"]}
         spec: dict[str, Any] = dict(description.get("StreamSpecification") or {})
         return TableStream(
@@ -93,14 +110,13 @@ class StreamsApi:
             },
         )
 
+    @_aws_errors
     async def item_count(self, table: str) -> int:
         """DynamoDB's approximate item count (refreshed about every six hours on AWS)."""
-        try:
-            description = (await self._dynamodb.describe_table(TableName=table))["Table"]
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        description = (await self._dynamodb.describe_table(TableName=table))["Table"]
         return int(description.get("ItemCount", 0))
 
+    @_aws_errors
     async def scan_page(
         self, table: str, segment: int, segments: int, start_key: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -113,12 +129,10 @@ class StreamsApi:
         }
         if start_key is not None:
             kwargs["ExclusiveStartKey"] = start_key
-        try:
-            page = await self._dynamodb.scan(**kwargs)
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        page = await self._dynamodb.scan(**kwargs)
         return list(page.get("Items", [])), page.get("LastEvaluatedKey")
 
+    @_aws_errors
     async def existing_keys(self, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Those of up to 100 keys that the table holds (BatchGetItem, keys only)."""
         names = sorted({name for key in keys for name in key})
@@ -133,23 +147,19 @@ class StreamsApi:
         }
         found: list[dict[str, Any]] = []
         while request:
-            try:
-                page = await self._dynamodb.batch_get_item(RequestItems=request)
-            except ClientError as error:
-                raise AwsError.from_client_error(error) from error
+            page = await self._dynamodb.batch_get_item(RequestItems=request)
             found.extend(page.get("Responses", {}).get(table, []))
             request = dict(page.get("UnprocessedKeys") or {})
         return found
 
+    @_aws_errors
     async def get_item(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
         """The item with this key as it is now (a consistent read); None when there is none."""
-        try:
-            answer = await self._dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        answer = await self._dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
         item = answer.get("Item")
         return dict(item) if item is not None else None
 
+    @_aws_errors
     async def describe_shards(self, stream_arn: str) -> list[Shard]:
         """Every shard DescribeStream lists, following its pages."""
         shards: list[Shard] = []
@@ -158,28 +168,24 @@ class StreamsApi:
             kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": 100}
             if start is not None:
                 kwargs["ExclusiveStartShardId"] = start
-            try:
-                page = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
-            except ClientError as error:
-                raise AwsError.from_client_error(error) from error
+            page = (await self._streams.describe_stream(**kwargs))["StreamDescription"]
             shards.extend(Shard.from_api(s) for s in page.get("Shards", []))
             start = page.get("LastEvaluatedShardId")
             if start is None:
                 return shards
 
+    @_aws_errors
     async def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
         """The children of a shard, by the cheap CHILD_SHARDS filter."""
-        try:
-            page = (
-                await self._streams.describe_stream(
-                    StreamArn=stream_arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": shard_id}
-                )
-            )["StreamDescription"]
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        page = (
+            await self._streams.describe_stream(
+                StreamArn=stream_arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": shard_id}
+            )
+        )["StreamDescription"]
         # Endpoints that ignore the filter return every shard; keep only the children.
         return [s for s in map(Shard.from_api, page.get("Shards", [])) if s.parent_id == shard_id]
 
+    @_aws_errors
     async def get_shard_iterator(
         self, stream_arn: str, shard_id: str, kind: str, sequence_number: int | None = None
     ) -> str:
@@ -190,10 +196,7 @@ class StreamsApi:
         }
         if sequence_number is not None:
             kwargs["SequenceNumber"] = str(sequence_number)
-        try:
-            return str((await self._streams.get_shard_iterator(**kwargs))["ShardIterator"])
-        except ClientError as error:
-            raise AwsError.from_client_error(error) from error
+        return str((await self._streams.get_shard_iterator(**kwargs))["ShardIterator"])
 
     async def get_records(self, iterator: str, limit: int) -> RecordsPage:
         data = await self._streams_json.call(

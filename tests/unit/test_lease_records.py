@@ -1,0 +1,99 @@
+"""The lease table's other records, worker heartbeats and backfill checkpoints, as their stores
+write and read them: other workers and later runs read what these write, so a field's name or
+form cannot change unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamsync.leases import heartbeats, progress
+from streamsync.leases.model import WorkerBeat
+from streamsync.leases.progress import SegmentProgress
+from streamsync.leases.requests import KEY, Request
+
+T = "leases"
+NOW = 1700000000.25
+
+
+def test_heartbeats_bump_their_counter_and_name_their_streams() -> None:
+    assert heartbeats.beat(T, "w1", ["arn:b", "arn:a"], NOW) == Request(
+        "UpdateItem",
+        {
+            "TableName": T,
+            "Key": {KEY: {"S": "worker|w1"}},
+            "UpdateExpression": (
+                "SET kind = :kind, workerId = :id, streams = :streams, renewedAt = :now, "
+                "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
+            ),
+            "ExpressionAttributeValues": {
+                ":kind": {"S": "worker"},
+                ":id": {"S": "w1"},
+                ":streams": {"SS": ["arn:a", "arn:b"]},
+                ":now": {"N": "1700000000.250"},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+        },
+    )
+
+
+def test_heartbeat_items() -> None:
+    item = {
+        KEY: {"S": "worker|w1"},
+        "kind": {"S": "worker"},
+        "workerId": {"S": "w1"},
+        "leaseCounter": {"N": "3"},
+        "streams": {"SS": ["arn:a"]},
+        "renewedAt": {"N": "1700000000.250"},
+    }
+    beat = heartbeats.from_item(item)
+    assert beat == WorkerBeat("w1", 3, frozenset({"arn:a"}))
+    assert beat.renewed_at == NOW
+
+
+SEGMENT_BEGUN = {
+    KEY: {"S": "backfill|t|4|2"},
+    "kind": {"S": "backfill"},
+    "tableName": {"S": "t"},
+    "segments": {"N": "4"},
+    "segment": {"N": "2"},
+    "startedAt": {"N": "1700000000.250"},
+    "done": {"BOOL": False},
+    "items": {"N": "0"},
+}
+
+
+@pytest.mark.parametrize(
+    ("saved", "item"),
+    [
+        pytest.param(SegmentProgress("t", 4, 2, NOW), SEGMENT_BEGUN, id="a segment not begun"),
+        pytest.param(
+            SegmentProgress("t", 4, 2, NOW, last_key='{"pk": {"S": "k"}}', done=True, items=9),
+            {
+                **SEGMENT_BEGUN,
+                "done": {"BOOL": True},
+                "items": {"N": "9"},
+                "lastKey": {"S": '{"pk": {"S": "k"}}'},
+            },
+            id="a segment done",
+        ),
+    ],
+)
+def test_backfill_progress_items(saved: SegmentProgress, item: dict[str, Any]) -> None:
+    assert progress.save(T, saved) == Request("PutItem", {"TableName": T, "Item": item})
+    assert progress.from_item(item) == saved
+
+
+def test_backfill_progress_is_found_by_its_kind_and_table() -> None:
+    assert progress.scan(T, "t") == Request(
+        "Scan",
+        {
+            "TableName": T,
+            "ConsistentRead": True,
+            "FilterExpression": "kind = :kind AND tableName = :table",
+            "ExpressionAttributeValues": {":kind": {"S": "backfill"}, ":table": {"S": "t"}},
+        },
+    )
