@@ -35,7 +35,8 @@ import orjson
 from streamsync.config import DeadLettersConfig, TableConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
-from streamsync.sink.engine import Refused, SearchEngine, SearchError, path_of
+from streamsync.sink.engine import Refused, SearchEngine, is_transient, path_of, retriable
+from streamsync.transform.records import keys_in, redacted
 
 log = logging.getLogger("streamsync.deadletters")
 
@@ -82,9 +83,7 @@ class DeadLetter:
     def item_keys(self) -> dict[str, Any]:
         """The item's key attributes (DynamoDB JSON, as the stream sends them); empty when the
         letter does not name an item."""
-        change = self.record.get("dynamodb")
-        keys = change.get("Keys") if isinstance(change, dict) else None
-        return keys if isinstance(keys, dict) else {}
+        return keys_in(self.record)
 
     @property
     def key(self) -> str:
@@ -123,40 +122,13 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def _shape(image: dict[str, Any], table: TableConfig) -> dict[str, Any]:
-    """An image with only the top-level attributes the table's documents may hold."""
-    if table.include_fields is not None:
-        image = {name: image[name] for name in table.include_fields if name in image}
-    excluded = set(table.exclude_fields)
-    return {name: value for name, value in image.items() if name not in excluded}
-
-
-def redacted(record: dict[str, Any], table: TableConfig | None) -> dict[str, Any]:
-    """The record as a letter keeps it: its images hold only what the table's configuration
-    lets into documents (`include_fields`, `exclude_fields`); its keys stay whole. A record of
-    a table the configuration does not describe keeps no image at all."""
-    change = record.get("dynamodb")
-    if not isinstance(change, dict):
-        return record
-    kept = dict(change)
-    for name in ("NewImage", "OldImage"):
-        image = change.get(name)
-        if image is None:
-            continue
-        if table is None or not isinstance(image, dict):
-            del kept[name]
-        else:
-            kept[name] = _shape(image, table)
-    return {**record, "dynamodb": kept}
-
-
 def storable_again(error: BaseException) -> bool:
-    """Whether storing a letter in the index may succeed if tried again: no answer, throttling,
-    a server error, or credentials an operator is fixing (as for bulk requests). Any other
-    refusal (a mapping clash, a bad id, too large) is about the letter and would repeat forever."""
+    """A letter the index refuses for what it is still has the file or the log to go to, so a
+    refusal is retried only when `retriable` says the cluster may take it later; no answer at
+    all is waited out, as for any request."""
     if isinstance(error, Refused):
-        return error.status in (401, 403, 408, 429) or error.status >= 500
-    return isinstance(error, SearchError)
+        return retriable(error.status, error.type)
+    return is_transient(error)
 
 
 def _file_transient(error: BaseException) -> bool:

@@ -59,10 +59,34 @@ class Refused(SearchError):
         return cls(status, "http_error", str(body)[:300] if body else "")
 
 
+RETRIABLE_TYPES = frozenset(
+    {
+        "es_rejected_execution_exception",
+        "unavailable_shards_exception",
+        "no_shard_available_action_exception",
+        "node_not_connected_exception",
+        "circuit_breaking_exception",
+    }
+)
+"""A busy or recovering cluster's errors, retriable whatever status comes with them."""
+
+
+def retriable(status: int, error_type: str | None = None) -> bool:
+    """Whether the cluster may take later what it refused now: throttling, a timeout, a server or
+    shard failure, or credentials an operator is fixing. Any other refusal (a mapping clash, a
+    bad id, too large) is about what was sent and would repeat forever: where a refusal has
+    somewhere else to go (a bulk item its dead letter, a letter its file), it goes there rather
+    than block its lane. The one rule for the search cluster, so bulk items and dead letters
+    never disagree on what an outage is."""
+    return status in (401, 403, 408, 429) or status >= 500 or error_type in RETRIABLE_TYPES
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether waiting and trying again may help. A stream consumer never gives up on a batch:
-    an outage, throttling, even revoked credentials are fixed by someone while it waits, and it
-    says so on every retry (see streamsync.retry)."""
+    """Whether a request that has nowhere else to go (a bulk request as a whole, a tombstone
+    check, verify's look-ups) is sent again: after any failure, even a refusal `retriable` calls
+    permanent, since giving up would lose the batch. A stream consumer never gives up on one: an
+    outage, throttling, even revoked credentials are fixed by someone while it waits, and it says
+    so on every retry (see streamsync.retry)."""
     return isinstance(error, SearchError)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from streamsync.retry import retry_transient
+from streamsync.sink.batch import settled
 from streamsync.sink.engine import Refused, SearchEngine, is_transient
 from streamsync.transform.actions import Action
 
@@ -125,6 +126,6 @@ class Tombstones:
         if body:
             response = await self._engine.bulk(bytes(body))
             for item in response["items"]:
-                status = item["delete"]["status"]
-                if status >= 300 and status not in (404, 409):
-                    raise Refused(int(status), "re_delete_failed", str(item))
+                status = int(item["delete"]["status"])
+                if not settled("delete", status):
+                    raise Refused(status, "re_delete_failed", str(item))

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from streamsync.config import BulkConfig
-from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import Unreachable
+from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
 
 Outcome = Callable[[dict[str, Any]], tuple[int, dict[str, Any] | None]]
