@@ -44,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.replay_server import ReplaySource
 from streamsync.config import parse_config
-from streamsync.sink.bulk import bulk_body
+from streamsync.sink.batch import bulk_body
 from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import RecordTransformer
+from streamsync.transform.records import parse_record
 from streamsync.transform.versions import VersionClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,8 +317,9 @@ class Bench:
             clock = VersionClock()
             for body in bodies:
                 actions = []
-                for record in orjson.loads(body)["Records"]:
-                    version = clock.next(record["dynamodb"]["ApproximateCreationDateTime"])
+                for raw in orjson.loads(body)["Records"]:
+                    record = parse_record(raw)
+                    version = clock.next(record.created_at)
                     actions.extend(_completed(transformer.actions(record, "s", version)))
                 bulk_body(actions, tombstones)
 

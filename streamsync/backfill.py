@@ -14,7 +14,6 @@ versions); `restart` starts over.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import sys
@@ -24,12 +23,13 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from streamsync.awsjson import is_transient
-from streamsync.leases.checkpoints import AckTracker
-from streamsync.leases.table import LeaseTable, SegmentProgress
+from streamsync.leases.progress import BackfillProgress, SegmentProgress
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
+from streamsync.source.acks import AckTracker
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import RecordTransformer, TransformError
+from streamsync.transform.records import scanned_record
 from streamsync.transform.versions import scan_version
 
 log = logging.getLogger("streamsync.backfill")
@@ -38,34 +38,6 @@ SOURCE = "backfill"  # the "shard" of scanned images, in dead letters and logs
 PROGRESS_EVERY_SECONDS = 2.0
 
 RejectRecord = Callable[[str, str, dict[str, Any], int, TransformError], Any]
-
-
-def _wire(value: Any) -> Any:
-    """An attribute value as DynamoDB Streams sends it: botocore's Scan gives binary as bytes,
-    the stream gives base64 text."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: _wire(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_wire(v) for v in value]
-    return value
-
-
-def scanned_record(item: dict[str, Any], keys: dict[str, Any], started_at: float) -> dict[str, Any]:
-    """A scanned item dressed as an INSERT stream record in wire form, so transforms and dead
-    letters (and their replay) treat both alike."""
-    item, keys = _wire(item), _wire(keys)
-    return {
-        "eventName": "INSERT",
-        "eventSource": "streamsync:backfill",
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": item,
-            "SequenceNumber": "0",
-            "ApproximateCreationDateTime": started_at,
-        },
-    }
 
 
 @dataclass
@@ -115,7 +87,7 @@ class Backfill:
         self,
         *,
         api: StreamsApi,
-        leases: LeaseTable,
+        checkpoints: BackfillProgress,
         sink: BulkIndexer,
         transformer: RecordTransformer,
         hash_key: str,
@@ -124,7 +96,7 @@ class Backfill:
         rate_limit: float | None = None,
     ) -> None:
         self._api = api
-        self._leases = leases
+        self._checkpoints = checkpoints
         self._sink = sink
         self._transformer = transformer
         self._table = transformer.config.table
@@ -137,7 +109,7 @@ class Backfill:
     async def run(self, segments: int, restart: bool, progress: Progress) -> int:
         """Scans the table into its index; returns how many items this run indexed."""
         saved = await retry_transient(
-            lambda: self._leases.backfill_progress(self._table), "backfill progress", is_transient
+            lambda: self._checkpoints.load(self._table), "backfill progress", is_transient
         )
         resumed = bool(saved) and not restart
         if resumed:
@@ -146,14 +118,14 @@ class Backfill:
             segments, started_at = saved[0].segments, saved[0].started_at
             by_segment = {p.segment: p for p in saved}
         else:
-            await self._leases.clear_backfill(self._table)
+            await self._checkpoints.clear(self._table)
             started_at, by_segment = time.time(), {}
         saved = [
             by_segment.get(s) or SegmentProgress(self._table, segments, s, started_at)
             for s in range(segments)
         ]
         for fresh in (p for p in saved if p.segment not in by_segment):
-            await self._leases.save_progress(fresh)
+            await self._checkpoints.save(fresh)
         progress.add(sum(p.items for p in saved))
         pending = [p for p in saved if not p.done]
         log.info(
@@ -228,7 +200,7 @@ class Backfill:
             del pages[number]
         if newest != saved:
             await retry_transient(
-                lambda: self._leases.save_progress(newest), "backfill checkpoint", is_transient
+                lambda: self._checkpoints.save(newest), "backfill checkpoint", is_transient
             )
         return newest
 
@@ -238,7 +210,7 @@ class Backfill:
         try:
             return await self._transformer.actions(record, SOURCE, version)
         except TransformError as error:
-            await self._reject(self._table, SOURCE, record, version, error)
+            await self._reject(self._table, SOURCE, record.raw, version, error)
             return []
 
     async def _pace(self, items: int) -> None:

@@ -22,15 +22,16 @@ from typing import Any
 import orjson
 
 from streamsync.awsjson import is_transient
-from streamsync.backfill import SOURCE, scanned_record
-from streamsync.leases.checkpoints import AckTracker
+from streamsync.backfill import SOURCE
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import SearchEngine
 from streamsync.sink.engine import is_transient as is_search_transient
+from streamsync.source.acks import AckTracker
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, Origin, RecordTransformer, TransformError
 from streamsync.transform.ids import document_id
+from streamsync.transform.records import scanned_record
 from streamsync.transform.versions import scan_version
 
 log = logging.getLogger("streamsync.verify")

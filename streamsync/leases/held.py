@@ -14,9 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from streamsync.awsjson import is_transient
-from streamsync.leases.checkpoints import Position
-from streamsync.leases.model import Lease
-from streamsync.leases.table import LeaseLost, LeaseTable
+from streamsync.leases.model import Lease, Position
+from streamsync.leases.requests import LeaseLost
+from streamsync.leases.table import LeaseTable
 from streamsync.retry import retry_transient
 
 log = logging.getLogger("streamsync.leases")

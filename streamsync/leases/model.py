@@ -95,3 +95,11 @@ class WorkerBeat:
 
 def worker_key(worker_id: str) -> str:
     return f"worker|{worker_id}"
+
+
+@dataclass(frozen=True)
+class Position:
+    """A checkpointable position: a record's sequence number and the version clock after it."""
+
+    sequence_number: int
+    version: int

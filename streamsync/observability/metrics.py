@@ -41,22 +41,18 @@ BYTES_BUCKETS = (1e3, 1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7)
 
 class IteratorAges(Collector):
     """How far behind each shard's reader is: now minus the creation time of the last record
-    it read, or 0 once a poll came back empty (caught up). Computed when scraped, so an
-    idle-but-stuck reader shows a growing age; plus the maximum per table."""
+    it read, or 0 once a poll came back empty (caught up). Asked of each reader when scraped,
+    so an idle-but-stuck reader shows a growing age; plus the maximum per table."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], float | None] = {}
+        self._readers: dict[tuple[str, str], Callable[[float], float]] = {}
 
-    def read(self, table: str, shard: str, created: float | None) -> None:
-        """`created`: the last record's creation time, or None when caught up."""
-        self._last[(table, shard)] = created
+    def watch(self, table: str, shard: str, age: Callable[[float], float]) -> None:
+        """`age(now)`: the reader's iterator age, in seconds."""
+        self._readers[(table, shard)] = age
 
     def forget(self, table: str, shard: str) -> None:
-        self._last.pop((table, shard), None)
-
-    def age(self, table: str, shard: str) -> float:
-        created = self._last.get((table, shard))
-        return 0.0 if created is None else max(time.time() - created, 0.0)
+        self._readers.pop((table, shard), None)
 
     def collect(self) -> Iterator[Metric]:
         per_shard = GaugeMetricFamily(
@@ -70,8 +66,9 @@ class IteratorAges(Collector):
             labels=["table"],
         )
         worst: dict[str, float] = {}
-        for table, shard in list(self._last):
-            age = self.age(table, shard)
+        now = time.time()
+        for (table, shard), reader in list(self._readers.items()):
+            age = reader(now)
             per_shard.add_metric([table, shard], age)
             worst[table] = max(worst.get(table, 0.0), age)
         for table, age in worst.items():

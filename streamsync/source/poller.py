@@ -19,18 +19,19 @@ from typing import Any
 
 from streamsync.awsjson import AwsError, is_transient
 from streamsync.config import PollingConfig
-from streamsync.leases.checkpoints import AckTracker, Position
 from streamsync.leases.held import HeldLease
-from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease
+from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease, Position
 from streamsync.observability.metrics import Metrics
 from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.source.client import StreamsApi
+from streamsync.source.shard_state import ShardState
 from streamsync.source.shards import records_may_be_lost
 from streamsync.supervise import spawn
 from streamsync.transform.actions import RecordTransformer, TransformError
-from streamsync.transform.versions import VersionClock, version_floor
+from streamsync.transform.records import MalformedRecord, StreamRecord, parse_record
+from streamsync.transform.versions import version_floor
 
 log = logging.getLogger("streamsync.source")
 
@@ -71,25 +72,21 @@ class ShardPoller:
         self._sink = sink
         self._polling = polling
         self._checkpoint_interval = checkpoint_interval
-        self._clock = VersionClock(start_version)
+        self._state = ShardState(start_version, held.lease.start_after)
         self._stopping = stopping
         self._metrics = metrics
         self._on_shard_end = on_shard_end
         self._on_rejected_record = on_rejected_record
-        self._tracker = AckTracker()
         self._acked_change = asyncio.Event()
-        self._tracker.on_advance = self._acked_change.set
-        self._last_read: int | None = None
+        self._state.on_acknowledged(self._acked_change.set)
         self._resumed_after_loss = False
         self._traces: list[Trace] = []
         self._on_trimmed = transformer.config.on_trimmed
-        # Records carry whole seconds: one created in the second of the start is kept.
-        start_after = held.lease.start_after
-        self._start_after = float(int(start_after)) if start_after is not None else None
-        held.iterator_age = lambda: self.iterator_age
+        held.iterator_age = lambda: self._state.iterator_age(time.time())
         self._written: Position | None = None
         lease = held.lease
         self._fields = {"table": lease.table, "shard": lease.shard_id}
+        metrics.iterator_ages.watch(lease.table, lease.shard_id, self._state.iterator_age)
 
     @property
     def lease(self) -> Lease:
@@ -118,7 +115,7 @@ class ShardPoller:
             await self._wait_acknowledged()
             checkpointer.cancel()  # the lease's last write is one of those below
             if outcome is _Outcome.SHARD_END:
-                if await self._held.finish(self._clock.last):
+                if await self._held.finish(self._state.version):
                     log.info("shard read to its end", extra=self._fields)
                     await self._on_shard_end(self._held.lease)
                 return
@@ -174,9 +171,12 @@ class ShardPoller:
             self._metrics.get_records_calls.labels(self.lease.table).inc()
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
-            for record in page.records:
-                await self._process(record)
-            self._note_age(page.records)
+            records: list[StreamRecord] = []
+            for raw in page.records:
+                if (record := await self._parsed(raw)) is not None:
+                    await self._process(record)
+                    records.append(record)
+            self._state.page_read(records)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
@@ -193,26 +193,12 @@ class ShardPoller:
                     await self._stopping.wait()
         return _Outcome.STOPPED
 
-    def _note_age(self, records: list[dict[str, Any]]) -> None:
-        created = (
-            records[-1].get("dynamodb", {}).get("ApproximateCreationDateTime") if records else None
-        )
-        self._metrics.iterator_ages.read(
-            self.lease.table,
-            self.lease.shard_id,
-            float(created) if isinstance(created, int | float) else None,
-        )
-
-    @property
-    def iterator_age(self) -> float:
-        return self._metrics.iterator_ages.age(self.lease.table, self.lease.shard_id)
-
     async def _records_lost(self, why: str) -> tuple[_Outcome | None, str | None]:
         """The position to read from fell out of the stream's retention (or the shard is gone):
         records were lost. Never silent: an error log with the lost range, a metric, and the
         table's policy: fail (stop this shard), or restart from the oldest record still there."""
         lease = self.lease
-        after = self._last_read or (lease.checkpoint if lease.checkpoint.isdigit() else None)
+        after = self._state.last_read or (lease.checkpoint if lease.checkpoint.isdigit() else None)
         restart = self._on_trimmed == "restart_from_trim_horizon"
         try:
             iterator: str | None = await self._api.get_shard_iterator(
@@ -245,17 +231,17 @@ class ShardPoller:
         lease first. Versions count records within a second; a later owner that finds more of
         them trimmed would number the same records lower, and refuse a newer change as stale.
         From a floor written before numbering, and a later owner's higher one, it cannot."""
-        floor = max(self._clock.last, version_floor(time.time()))
+        floor = max(self._state.version, version_floor(time.time()))
         if await self._held.hold_version_floor(floor):
-            self._clock.last = floor
+            self._state.hold_floor(floor)
 
     async def _iterator(self) -> tuple[_Outcome | None, str | None]:
         """An iterator just after the last record read, or at the lease's checkpoint; when a
         never-read lease starts at TRIM_HORIZON after the stream's retention passed what it
         must not lose, that is a loss like any trim (a TRIM_HORIZON iterator never says so)."""
         lease = self.lease
-        if self._last_read is not None:
-            kind, seq = "AFTER_SEQUENCE_NUMBER", self._last_read
+        if self._state.last_read is not None:
+            kind, seq = "AFTER_SEQUENCE_NUMBER", self._state.last_read
         elif lease.checkpoint in (TRIM_HORIZON, LATEST):
             if lease.checkpoint == TRIM_HORIZON and records_may_be_lost(lease, time.time()):
                 return await self._records_lost(
@@ -273,20 +259,23 @@ class ShardPoller:
         )
         return None, iterator
 
-    async def _process(self, record: dict[str, Any]) -> None:
+    async def _parsed(self, raw: dict[str, Any]) -> StreamRecord | None:
+        """The record, typed; a record that is not a stream record at all (nothing to order or
+        checkpoint it by) becomes a dead letter, and the shard goes on."""
         try:
-            change = record["dynamodb"]
-            seq = int(change["SequenceNumber"])
-        except (KeyError, TypeError, ValueError) as error:
-            # Not a stream record at all: nothing to order or checkpoint it by. Keep it.
-            version = self._clock.last
-            malformed = TransformError(f"malformed stream record ({error!r})")
+            return parse_record(raw)
+        except MalformedRecord as error:
+            version = self._state.version
+            malformed = TransformError(str(error))
             await self._on_rejected_record(
-                self.lease.table, self.lease.shard_id, record, version, malformed
+                self.lease.table, self.lease.shard_id, raw, version, malformed
             )
-            return
-        if self._last_read is not None and seq <= self._last_read:
+            return None
+
+    async def _process(self, record: StreamRecord) -> None:
+        if not self._state.read(record):
             return  # a duplicate delivery
+        seq = record.sequence_number
         if self._resumed_after_loss:
             self._resumed_after_loss = False
             log.error(
@@ -294,48 +283,44 @@ class ShardPoller:
                 seq,
                 extra={**self._fields, "sequence_number": str(seq), "lost_before": str(seq)},
             )
-        self._last_read = seq
         self._metrics.records_read.labels(self.lease.table).inc()
-        created = float(change.get("ApproximateCreationDateTime", 0))
-        if self._start_after is not None and created < self._start_after:
-            # Before a LATEST start: not wanted. Acknowledged at once, so checkpoints pass it.
-            self._tracker.register(seq, self._clock.last, 0)
-            return
-        version = self._clock.next(created)
-        trace = self._trace(record, seq)
+        version = self._state.version_for(record)
+        if version is None:
+            return  # created before a LATEST start: not wanted
+        trace = self._trace(record)
         try:
             actions = await self._transformer.actions(record, self.lease.shard_id, version)
         except TransformError as error:
             await self._on_rejected_record(
-                self.lease.table, self.lease.shard_id, record, version, error
+                self.lease.table, self.lease.shard_id, record.raw, version, error
             )
             actions = []
         if trace is not None:
             trace.stage("transformed", actions=len(actions), version=version)
             self._traces.append(trace)
-        pending = self._tracker.register(seq, version, len(actions))
+        ticket = self._state.sent(record, version, len(actions))
         for action in actions:
-            action.ack = pending
+            action.ack = ticket
             action.trace = trace
             await self._sink.put(action)
             if trace is not None:
                 trace.stage("queued", op=action.op, index=action.index)
 
-    def _trace(self, record: dict[str, Any], seq: int) -> Trace | None:
+    def _trace(self, record: StreamRecord) -> Trace | None:
         doc_id = self._transformer.traced_id(record)
         if doc_id is None:
             return None
-        trace = Trace(self.lease.table, self.lease.shard_id, seq, doc_id)
-        trace.stage("read", event=record.get("eventName"))
+        trace = Trace(self.lease.table, self.lease.shard_id, record.sequence_number, doc_id)
+        trace.stage("read", event=record.event_name)
         return trace
 
     async def _wait_acknowledged(self) -> None:
-        while self._tracker.outstanding:
+        while self._state.outstanding:
             self._acked_change.clear()
             await self._acked_change.wait()
 
     async def _checkpoint(self) -> None:
-        position = self._tracker.acknowledged
+        position = self._state.acknowledged
         if position is None or position == self._written:
             return
         if await self._held.checkpoint(position):

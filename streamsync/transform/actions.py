@@ -12,18 +12,24 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from streamsync.config import TableConfig
 from streamsync.errors import StreamsyncError
-from streamsync.leases.checkpoints import PendingRecord
 from streamsync.observability.trace import Trace
 from streamsync.transform.decode import decode_image
 from streamsync.transform.ids import document_id
+from streamsync.transform.records import StreamRecord, kept_attributes
 
 Op = Literal["index", "delete"]
+
+
+class Ticket(Protocol):
+    """What the sink acknowledges once an action is settled (the shard's pending record)."""
+
+    def ack(self) -> None: ...
 
 
 class TransformError(Exception):
@@ -37,7 +43,8 @@ class Origin:
     table: str
     shard_id: str
     sequence_number: int
-    record: dict[str, Any]
+    record: dict[str, Any]  # as it came, for dead letters
+    created_at: float | None = None  # of the change, for the lag metric
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +55,7 @@ class Action:
     version: int
     source: bytes | None  # the encoded document, for index actions
     origin: Origin
-    ack: PendingRecord | None = None
+    ack: Ticket | None = None
     trace: Trace | None = None
 
 
@@ -87,13 +94,6 @@ def load_hook(spec: str, where: str) -> Hook:
     return hook  # type: ignore[no-any-return]
 
 
-def is_ttl_expiry(record: dict[str, Any]) -> bool:
-    identity = record.get("userIdentity") or {}
-    return identity.get("type") == "Service" and identity.get("principalId") == (
-        "dynamodb.amazonaws.com"
-    )
-
-
 class RecordTransformer:
     def __init__(
         self, config: TableConfig, hash_key: str, range_key: str | None, hook: Hook | None
@@ -103,21 +103,19 @@ class RecordTransformer:
         self._hash_key = hash_key
         self._range_key = range_key
         self._hook = hook
-        self._include = config.include_fields
-        self._exclude = config.exclude_fields
         self._trace_ids = frozenset(config.trace_ids)
 
-    def traced_id(self, record: dict[str, Any]) -> str | None:
+    def traced_id(self, record: StreamRecord) -> str | None:
         """The record's document id when it is one of the table's `trace_ids`."""
         if not self._trace_ids:
             return None
         try:
-            doc_id = document_id(record["dynamodb"]["Keys"], self._hash_key, self._range_key)
+            doc_id = document_id(record.keys, self._hash_key, self._range_key)
         except (KeyError, ValueError, TypeError):
             return None
         return doc_id if doc_id in self._trace_ids else None
 
-    async def actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
+    async def actions(self, record: StreamRecord, shard_id: str, version: int) -> list[Action]:
         try:
             actions = await self._actions(record, shard_id, version)
         except TransformError:
@@ -133,55 +131,47 @@ class RecordTransformer:
                 )
         return actions
 
-    async def _actions(self, record: dict[str, Any], shard_id: str, version: int) -> list[Action]:
-        change = record["dynamodb"]
-        origin = Origin(self._config.table, shard_id, int(change["SequenceNumber"]), record)
-        doc_id = document_id(change["Keys"], self._hash_key, self._range_key)
+    async def _actions(self, record: StreamRecord, shard_id: str, version: int) -> list[Action]:
+        origin = Origin(
+            self._config.table, shard_id, record.sequence_number, record.raw, record.created_at
+        )
+        doc_id = document_id(record.keys, self._hash_key, self._range_key)
         index = self._config.index
-        removed = record["eventName"] == "REMOVE"
-        ttl_expiry = removed and is_ttl_expiry(record)
         if self._hook is None:
-            if ttl_expiry and self._config.ttl_expirations == "ignore":
+            if record.ttl_expiry and self._config.ttl_expirations == "ignore":
                 return []
-            if removed:
+            if record.removed:
                 return [Action("delete", index, doc_id, version, None, origin)]
-            if "NewImage" not in change:
+            if record.new_image is None:
                 raise TransformError("the record has no NewImage (stream view type?)")
-            source = orjson.dumps(self._shape(decode_image(change["NewImage"])))
+            source = orjson.dumps(self._shape(decode_image(record.new_image)))
             return [Action("index", index, doc_id, version, source, origin)]
-        return await self._hooked(record, origin, doc_id, version, ttl_expiry)
+        return await self._hooked(record, origin, doc_id, version)
 
     def _shape(self, document: dict[str, Any]) -> dict[str, Any]:
-        if self._include is not None:
-            document = {k: document[k] for k in self._include if k in document}
-        for name in self._exclude:
-            document.pop(name, None)
-        return document
+        return kept_attributes(document, self._config)
 
     async def _hooked(
         self,
-        record: dict[str, Any],
+        record: StreamRecord,
         origin: Origin,
         doc_id: str,
         version: int,
-        ttl_expiry: bool,
     ) -> list[Action]:
         assert self._hook is not None
-        change = record["dynamodb"]
-        new_image = change.get("NewImage")
-        old_image = change.get("OldImage")
+        new_image, old_image = record.new_image, record.old_image
         view = ChangeRecord(
             table=self._config.table,
-            event_name=record["eventName"],
-            keys=decode_image(change["Keys"]),
+            event_name=record.event_name,
+            keys=decode_image(record.keys),
             new_image=self._shape(decode_image(new_image)) if new_image is not None else None,
             old_image=decode_image(old_image) if old_image is not None else None,
             doc_id=doc_id,
             index=self._config.index,
-            sequence_number=origin.sequence_number,
-            approximate_creation_time=float(change.get("ApproximateCreationDateTime", 0)),
-            ttl_expiry=ttl_expiry,
-            raw=record,
+            sequence_number=record.sequence_number,
+            approximate_creation_time=record.created_at,
+            ttl_expiry=record.ttl_expiry,
+            raw=record.raw,
         )
         result = self._hook(view)
         if inspect.isawaitable(result):

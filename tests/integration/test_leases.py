@@ -24,9 +24,8 @@ import yaml
 from aiobotocore.credentials import AioCredentials
 
 from streamsync.awsjson import AwsJsonClient
-from streamsync.leases.checkpoints import Position
 from streamsync.leases.held import HeldLease
-from streamsync.leases.model import Lease
+from streamsync.leases.model import Lease, Position
 from streamsync.leases.table import LeaseTable
 from tests.support import aws, streams_sim
 from tests.support.moto_server import Request, StreamsServer
@@ -516,9 +515,7 @@ async def test_a_write_cancelled_in_flight_does_not_fence_out_the_next(
     name = aws.unique_name("leases")
     async with aiohttp.ClientSession() as http:
         credentials = AioCredentials("testing", "testing")
-        table = LeaseTable(
-            clients.dynamodb, AwsJsonClient(moto_endpoint, aws.REGION, credentials, http), name
-        )
+        table = LeaseTable(AwsJsonClient(moto_endpoint, aws.REGION, credentials, http), name)
         await table.ensure_exists()
         lease = Lease(stream_arn="arn:stream", shard_id="shardId-1", table="t")
         assert await table.create(lease)
@@ -529,6 +526,6 @@ async def test_a_write_cancelled_in_flight_does_not_fence_out_the_next(
         await asyncio.sleep(0.3)
         checkpoint.cancel()
         assert await held.release(), "the release was fenced out by this worker's own write"
-    (row,) = (await table.scan()).leases
+        (row,) = (await table.scan()).leases  # the store's transport lives as long as `http`
     assert row.owner is None
     assert row.checkpoint == "12345"

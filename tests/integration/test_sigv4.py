@@ -23,9 +23,9 @@ import pytest
 from aiobotocore.session import get_session
 
 from streamsync.config import Config, parse_config
-from streamsync.leases.checkpoints import AckTracker
 from streamsync.sink.cluster import cluster_problems, connect, ensure_index
 from streamsync.sink.engine import SearchEngine
+from streamsync.source.acks import AckTracker
 from tests.integration.test_sink import ODD_IDS, index_all, make
 from tests.support import aws
 from tests.support.pipeline import make_config, pk, running, wait_until_equal

@@ -15,13 +15,13 @@ import orjson
 import pytest
 
 from streamsync.config import BulkConfig, DeadLettersConfig, TableConfig, parse_config
-from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.cluster import cluster_problems
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.engine import SearchEngine
 from streamsync.sink.tombstones import Tombstones
+from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
 from tests.support.pipeline import eventually
 from tests.support.search import Probe, Target, engine_for, every_engine

@@ -15,13 +15,14 @@ import pytest
 
 from streamsync.config import BulkConfig, DeadLettersConfig, TableConfig, parse_config
 from streamsync.errors import ConfigError
-from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
+from streamsync.replay import request_key
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.engine import Identity, PointInTime, Refused, SearchEngine, Unreachable
-from streamsync.sink.replay import removed_record, request_key
+from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
+from streamsync.transform.records import removed_record
 
 Answer = Callable[[str, str], Any]  # (method, path) -> an answer, or raises
 
@@ -298,6 +299,7 @@ def test_a_replay_reads_an_item_by_the_keys_its_letter_keeps() -> None:
     keys = {"pk": {"B": "AAEC"}, "sk": {"N": "1"}}
     assert request_key(keys) == {"pk": {"B": b"\x00\x01\x02"}, "sk": {"N": "1"}}
     gone = removed_record(keys, 12.0)
-    assert gone["eventName"] == "REMOVE"
-    assert gone["dynamodb"]["Keys"] == keys
-    assert "OldImage" not in gone["dynamodb"], "nothing of the letter's image is replayed"
+    assert gone.event_name == gone.raw["eventName"] == "REMOVE"
+    assert gone.keys == gone.raw["dynamodb"]["Keys"] == keys
+    assert gone.old_image is None, "nothing of the letter's image is replayed"
+    assert "OldImage" not in gone.raw["dynamodb"]

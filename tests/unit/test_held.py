@@ -13,9 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from streamsync.leases.checkpoints import Position
 from streamsync.leases.held import HeldLease
-from streamsync.leases.model import SHARD_END, Lease
+from streamsync.leases.model import SHARD_END, Lease, Position
 from streamsync.leases.table import LeaseTable
 
 

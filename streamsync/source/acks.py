@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from streamsync.leases.model import Position
 
 
 class PendingRecord:
@@ -31,15 +32,7 @@ class PendingRecord:
             raise RuntimeError(f"record {self.sequence_number} acknowledged more often than sent")
         self.remaining -= 1
         if self.remaining == 0:
-            self._tracker._advance()
-
-
-@dataclass(frozen=True)
-class Position:
-    """A checkpointable position: a record's sequence number and the version clock after it."""
-
-    sequence_number: int
-    version: int
+            self._tracker.settled()
 
 
 class AckTracker:
@@ -53,7 +46,7 @@ class AckTracker:
         record = PendingRecord(self, sequence_number, version, actions)
         self._pending.append(record)
         if actions == 0:
-            self._advance()
+            self.settled()
         return record
 
     @property
@@ -61,7 +54,8 @@ class AckTracker:
         """Records registered but not yet part of the acknowledged prefix."""
         return len(self._pending)
 
-    def _advance(self) -> None:
+    def settled(self) -> None:
+        """A record's last action was acknowledged: the prefix may move."""
         pending = self._pending
         while pending and pending[0].remaining == 0:
             done = pending.popleft()

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsync.leases.checkpoints import AckTracker, PendingRecord, Position
+from streamsync.leases.model import Position
+from streamsync.source.acks import AckTracker, PendingRecord
 
 
 def _seq(i: int) -> int:
