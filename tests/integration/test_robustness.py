@@ -31,7 +31,8 @@ from streamsync.app import StreamSync
 from streamsync.awsjson import AwsJsonClient
 from streamsync.config import Config
 from streamsync.leases.model import SHARD_END, Lease, worker_key
-from streamsync.leases.table import LeaseLost, LeaseTable
+from streamsync.leases.requests import LeaseLost
+from streamsync.leases.table import LeaseTable
 from streamsync.transform.actions import ChangeRecord
 from tests.support import aws, streams_sim
 from tests.support.moto_server import Request, StreamsServer, Write
@@ -434,7 +435,6 @@ async def test_checkpoints_and_finishes_never_overwrite_shard_end_nor_skip_the_o
     name = aws.unique_name("leases")
     async with aiohttp.ClientSession() as http:
         table = LeaseTable(
-            clients.dynamodb,
             AwsJsonClient(moto_endpoint, aws.REGION, AioCredentials("testing", "testing"), http),
             name,
         )
