@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry
 from streamsync import supervise
 from streamsync.awsjson import AwsError
 from streamsync.config import parse_config
-from streamsync.coordinator import Coordinator, Source, _Reader
+from streamsync.coordinator import Coordinator, Source
+from streamsync.coordinator.readers import Reader
+from streamsync.leases.heartbeats import Heartbeats
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import Lease
 from streamsync.leases.table import LeaseTable
@@ -143,10 +145,10 @@ class FakeLeases:
         self.renewed[held.shard_id] += 1
         return replace(held, counter=held.counter + 1)
 
-    async def heartbeat(self, worker_id: str, streams: Any) -> None:
+    async def beat(self, worker_id: str, streams: Any) -> None:
         self.beats += 1
 
-    async def remove_heartbeat(self, worker_id: str) -> None:
+    async def remove(self, worker_id: str) -> None:
         self.beats += 1  # what a worker reading no stream (as here) writes instead
 
     async def take(self, seen: Lease, owner: str) -> Lease:
@@ -163,6 +165,7 @@ def coordinator(leases: FakeLeases) -> Coordinator:
         worker_id="w1",
         api=cast(StreamsApi, None),
         leases=cast(LeaseTable, leases),
+        heartbeats=cast(Heartbeats, leases),
         sources=[],
         sink=cast(BulkIndexer, None),
         metrics=Metrics(),
@@ -171,10 +174,10 @@ def coordinator(leases: FakeLeases) -> Coordinator:
     )
 
 
-def reader(leases: FakeLeases, shard: str, failover: float = 1.5) -> _Reader:
+def reader(leases: FakeLeases, shard: str, failover: float = 1.5) -> Reader:
     lease = Lease(stream_arn="arn:s", shard_id=shard, table="t", owner="w1", counter=1)
     held = HeldLease(cast(LeaseTable, leases), lease, failover)
-    return _Reader(held, asyncio.create_task(asyncio.sleep(3600)), asyncio.Event())
+    return Reader(held, asyncio.create_task(asyncio.sleep(3600)), asyncio.Event())
 
 
 async def test_a_hanging_renewal_holds_up_neither_the_other_leases_nor_the_heartbeat() -> None:
@@ -186,8 +189,8 @@ async def test_a_hanging_renewal_holds_up_neither_the_other_leases_nor_the_heart
     leases.hang.add("stuck")
     chief = coordinator(leases)
     readers = {name: reader(leases, name) for name in ("stuck", "a", "b")}
-    chief._readers.update({r.held.lease.key: r for r in readers.values()})
-    renewer = asyncio.create_task(chief._renew_periodically(0.5))
+    chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
+    renewer = asyncio.create_task(chief._renewer.run(0.5))
     await asyncio.sleep(2.3)  # four rounds
     renewer.cancel()
     assert min(leases.renewed["a"], leases.renewed["b"]) >= 4, leases.renewed
@@ -211,8 +214,8 @@ async def test_a_renewal_refused_for_good_is_reported_and_the_renewer_goes_on(
     leases.refuse["a"] = AwsError("ExpiredTokenException", "expired", 400)
     chief = coordinator(leases)
     readers = {name: reader(leases, name) for name in ("a", "b")}
-    chief._readers.update({r.held.lease.key: r for r in readers.values()})
-    renewer = asyncio.create_task(chief._renew_periodically(0.3))
+    chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
+    renewer = asyncio.create_task(chief._renewer.run(0.3))
     await asyncio.sleep(1.45)
     assert not renewer.done(), "the renewer is alive"
     renewer.cancel()
@@ -238,18 +241,17 @@ async def test_no_second_reader_starts_for_a_lease_whose_reader_is_still_ending(
     leases = FakeLeases()
     chief = coordinator(leases)
     old = reader(leases, "s1", failover=0.05)
-    chief._readers[old.held.lease.key] = old
-    old.task.add_done_callback(lambda t: chief._poller_done(old, t))
+    chief._readers.register(old)
     await asyncio.sleep(0.1)  # its lease went unrenewed for a failover time
     source = cast(Source, None)
-    await chief._start(source, old.held.lease, 0)
+    await chief._taker._start(source, old.held.lease, 0)
     assert leases.taken == [], "not taken while its reader still runs"
     assert chief._readers[old.held.lease.key] is old
     await asyncio.wait([old.task])
     await asyncio.sleep(0)
     assert old.task.cancelled()
     assert chief._readers == {}
-    assert chief._wake.is_set(), "the taker is woken to take it again at once"
+    assert chief._worker.wake.is_set(), "the taker is woken to take it again at once"
 
 
 async def test_a_worker_whose_every_lease_write_hangs_stops_announcing_itself() -> None:
@@ -262,8 +264,8 @@ async def test_a_worker_whose_every_lease_write_hangs_stops_announcing_itself() 
     leases.hang.update({"a", "b"})
     chief = coordinator(leases)
     readers = {name: reader(leases, name) for name in ("a", "b")}
-    chief._readers.update({r.held.lease.key: r for r in readers.values()})
-    renewer = asyncio.create_task(chief._renew_periodically(0.5))
+    chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
+    renewer = asyncio.create_task(chief._renewer.run(0.5))
     await asyncio.sleep(1.2)
     beats = leases.beats
     await asyncio.sleep(1.5)
