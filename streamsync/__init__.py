@@ -1,14 +1,28 @@
-"""streamsync: keeps Elasticsearch indexes in sync with DynamoDB tables through DynamoDB Streams.
+"""streamsync: keeps Elasticsearch and OpenSearch indexes in sync with DynamoDB tables through
+DynamoDB Streams.
 
-The public API: `StreamSync` (the engine, `async with StreamSync(config) as sync: await
-sync.run()`), `load_config` / `parse_config` and the configuration models.
+The public API, what the README's embedding and hook sections use: `StreamSync` (the engine,
+`async with StreamSync(config) as sync: await sync.run()`), `load_config` / `parse_config` and
+the configuration models, `ChangeRecord` (what a transform hook gets) and `StreamsyncError` (a
+problem a user can act on, with its one-line message).
 """
 
 from importlib.metadata import version
 
 from streamsync.app import StreamSync
 from streamsync.config import Config, TableConfig, load_config, parse_config
+from streamsync.errors import StreamsyncError
+from streamsync.transform.actions import ChangeRecord
 
 __version__ = version("streamsync")
 
-__all__ = ["Config", "StreamSync", "TableConfig", "__version__", "load_config", "parse_config"]
+__all__ = [
+    "ChangeRecord",
+    "Config",
+    "StreamSync",
+    "StreamsyncError",
+    "TableConfig",
+    "__version__",
+    "load_config",
+    "parse_config",
+]

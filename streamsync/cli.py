@@ -21,7 +21,7 @@ from streamsync.app import StreamSync
 from streamsync.config import Config, load_config
 from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
-from streamsync.sink.replay import ReplayReport
+from streamsync.replay import ReplayReport
 from streamsync.status import render as render_status
 from streamsync.verify import VerifyReport
 

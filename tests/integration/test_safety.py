@@ -20,14 +20,14 @@ import orjson
 import pytest
 import yaml
 
+from streamsync import replay as replay_module
 from streamsync.app import StreamSync
 from streamsync.config import BulkConfig
-from streamsync.leases.checkpoints import AckTracker
 from streamsync.observability.metrics import Metrics
-from streamsync.sink import replay as replay_module
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import SearchEngine
 from streamsync.sink.tombstones import Tombstones
+from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, ChangeRecord, Origin
 from tests.support import aws, streams_sim
 from tests.support.moto_server import StreamsServer

@@ -365,8 +365,8 @@ async def test_an_elasticsearch_outage_back_pressures_and_recovers(
             most_outstanding = 0
             for i in range(600):
                 await put(clients.dynamodb, table, f"during{i}", i)
-                assert sync._sink is not None
-                most_outstanding = max(most_outstanding, sync._sink.outstanding)
+                outstanding = sync.metrics.value("streamsync_queue_actions")
+                most_outstanding = max(most_outstanding, int(outstanding))
             await eventually(lambda: _true(bool(sync.readiness())), within=30)
             assert any("Elasticsearch" in reason for reason in sync.readiness())
             assert await checkpoints() == before, "nothing unacknowledged is checkpointed"

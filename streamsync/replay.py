@@ -23,9 +23,7 @@ than `retention_days` are removed without a replay.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import os
 import time
@@ -39,7 +37,6 @@ from botocore.exceptions import ParamValidationError
 
 from streamsync.awsjson import AwsError
 from streamsync.awsjson import is_transient as is_aws_transient
-from streamsync.backfill import scanned_record
 from streamsync.config import Config, DeadLettersConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
@@ -48,6 +45,7 @@ from streamsync.sink.deadletter import DeadLetter
 from streamsync.sink.engine import SearchEngine
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, RecordTransformer, TransformError
+from streamsync.transform.records import removed_record, scanned_record
 from streamsync.transform.versions import scan_version
 
 log = logging.getLogger("streamsync.deadletters")
@@ -138,15 +136,6 @@ def _readable_later(error: BaseException) -> bool:
     return is_aws_transient(error) and not isinstance(error, ParamValidationError)
 
 
-def removed_record(keys: dict[str, Any], at: float) -> dict[str, Any]:
-    """A REMOVE stream record of the item with these keys (no image: it is gone)."""
-    return {
-        "eventName": "REMOVE",
-        "eventSource": "streamsync:replay",
-        "dynamodb": {"Keys": keys, "SequenceNumber": "0", "ApproximateCreationDateTime": at},
-    }
-
-
 class Replayer:
     def __init__(
         self,
@@ -161,8 +150,22 @@ class Replayer:
         self._config = config
         self._transformers = transformers
         self._metrics = metrics if metrics is not None else Metrics()
+        self._refused: set[Document] = set()
 
-    async def replay(self, dry_run: bool) -> ReplayReport:
+    async def refused_again(self, action: Action, error: dict[str, Any]) -> None:
+        """The bulk indexer's `on_rejected`: the letter stays, and says so."""
+        self._refused.add((action.index, action.doc_id))
+        log.warning(
+            "replaying a dead letter: %s refused again: %s",
+            action.op,
+            error.get("reason") or error.get("type"),
+            extra={"table": action.origin.table, "index": action.index, "id": action.doc_id},
+        )
+
+    async def replay(self, sink: BulkIndexer | None) -> ReplayReport:
+        """Replays every stored letter through `sink` (whose `on_rejected` is `refused_again`),
+        and removes the letters whose documents were written; with no sink (a dry run), only
+        finds out which would go through."""
         started = time.time()
         version = scan_version(started)
         cutoff = started - self._config.dead_letters.retention_days * 86400
@@ -170,62 +173,43 @@ class Replayer:
         items: dict[bytes, _Item] = {}
         stored: list[_Stored] = []
         expired: list[_Stored] = []
-        refused: set[Document] = set()
-
-        async def rejected(action: Action, error: dict[str, Any]) -> None:
-            refused.add((action.index, action.doc_id))
-            log.warning(
-                "replaying a dead letter: %s refused again: %s",
-                action.op,
-                error.get("reason") or error.get("type"),
-                extra={"table": action.origin.table, "index": action.index, "id": action.doc_id},
-            )
-
-        indexer = BulkIndexer(self._engine, self._config.bulk, self._metrics, rejected)
-        lanes = asyncio.create_task(indexer.run())
-        try:
-            async for where, stored_id, letter in _letters(self._engine, self._config.dead_letters):
-                report.total += 1
-                transformer = self._transformers.get(letter.table)
-                if transformer is None:
-                    report.skipped += 1
-                    continue
-                entry = _Stored(where, stored_id, letter)
-                if letter.time and letter.time < cutoff:
-                    expired.append(entry)
-                    continue
-                stored.append(entry)
-                keys = letter.item_keys
-                if not keys:
-                    log.warning(
-                        "a dead letter names no item (its record has no keys): it cannot be "
-                        "replayed",
-                        extra={"table": letter.table, "index": letter.index, "id": letter.doc_id},
-                    )
-                    continue
-                item_id = orjson.dumps([letter.table, keys], option=orjson.OPT_SORT_KEYS)
-                item = items.get(item_id)
-                if item is None:
-                    sink = None if dry_run else indexer
-                    item = items[item_id] = await self._replay_item(
-                        transformer, keys, version, started, sink
-                    )
-                entry.item = item
-                named = (letter.index, letter.doc_id)
-                if named[0] is not None and named[1] is not None and named in item.documents:
-                    entry.documents = frozenset({(named[0], named[1])})
-                else:
-                    entry.documents = item.documents
-            await indexer.drain()
-        finally:
-            await indexer.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lanes
-        succeeded = [entry for entry in stored if entry.succeeded(refused)]
+        async for where, stored_id, letter in _letters(self._engine, self._config.dead_letters):
+            report.total += 1
+            transformer = self._transformers.get(letter.table)
+            if transformer is None:
+                report.skipped += 1
+                continue
+            entry = _Stored(where, stored_id, letter)
+            if letter.time and letter.time < cutoff:
+                expired.append(entry)
+                continue
+            stored.append(entry)
+            keys = letter.item_keys
+            if not keys:
+                log.warning(
+                    "a dead letter names no item (its record has no keys): it cannot be replayed",
+                    extra={"table": letter.table, "index": letter.index, "id": letter.doc_id},
+                )
+                continue
+            item_id = orjson.dumps([letter.table, keys], option=orjson.OPT_SORT_KEYS)
+            item = items.get(item_id)
+            if item is None:
+                item = items[item_id] = await self._replay_item(
+                    transformer, keys, version, started, sink
+                )
+            entry.item = item
+            named = (letter.index, letter.doc_id)
+            if named[0] is not None and named[1] is not None and named in item.documents:
+                entry.documents = frozenset({(named[0], named[1])})
+            else:
+                entry.documents = item.documents
+        if sink is not None:
+            await sink.drain()
+        succeeded = [entry for entry in stored if entry.succeeded(self._refused)]
         report.replayed = len(succeeded)
         report.expired = len(expired)
         report.still_failing = report.total - report.skipped - report.expired - report.replayed
-        if not dry_run:
+        if sink is not None:
             await self._remove(succeeded + expired)
         return report
 

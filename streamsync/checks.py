@@ -1,0 +1,112 @@
+"""What must hold before anything is written: every table, its stream, the leases and the
+cluster, each problem as one line a user can act on.
+
+All of them are found in one pass, so that a first deployment is fixed in one round rather than
+one error at a time, and before the first write, so that nothing half-done is left behind.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+from streamsync.awsjson import AwsError
+from streamsync.config import Config, TableConfig
+from streamsync.engine import Engine
+from streamsync.errors import StreamsyncError
+from streamsync.leases.model import Lease, other_target, target_changed
+from streamsync.sink.cluster import cluster_problems
+from streamsync.source.client import TableStream
+from streamsync.transform.actions import load_hook
+
+IMAGE_VIEW_TYPES = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+
+
+async def problems(engine: Engine) -> list[str]:
+    """Every problem that would stop `run()`, one line each; nothing is written."""
+    found: list[str] = []
+    leases: list[Lease] | None = None  # read once, when a table's stream is known
+    for position, table in enumerate(engine.config.tables):
+        try:
+            stream = await engine.api.describe_table(table.table)
+        except (NoCredentialsError, EndpointConnectionError) as error:
+            found.append(_aws_unusable(engine.config, error))
+            break
+        except AwsError as error:
+            found.append(_table_problem(engine.config, position, table, error))
+            continue
+        found.extend(await _stream_problems(engine, table, stream))
+        if leases is None:
+            leases = await _existing_leases(engine)
+        found.extend(_target_problems(engine, position, table, stream, leases))
+        if table.transform is not None:
+            try:
+                load_hook(table.transform, f"tables[{position}].transform")
+            except StreamsyncError as error:
+                found.append(str(error))
+    found.extend(await cluster_problems(engine.search, engine.config))
+    return found
+
+
+async def refuse_problems(engine: Engine) -> None:
+    """Raises, with every problem `problems` finds, before a command writes anything."""
+    found = await problems(engine)
+    if found:
+        raise StreamsyncError("\n".join(found))
+
+
+def _aws_unusable(config: Config, error: Exception) -> str:
+    if isinstance(error, NoCredentialsError):
+        return (
+            "AWS: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or run with an IAM role"
+        )
+    endpoint = config.aws.endpoint_url or f"the {config.aws.region} endpoint"
+    return f"AWS: cannot reach DynamoDB at {endpoint}; check aws.endpoint_url and aws.region"
+
+
+def _table_problem(config: Config, position: int, table: TableConfig, error: AwsError) -> str:
+    if error.code == "ResourceNotFoundException":
+        return (
+            f"table {table.table}: not found in {config.aws.region}; "
+            f"create it or correct tables[{position}].table"
+        )
+    return f"table {table.table}: DescribeTable failed ({error.code}: {error.message})"
+
+
+async def _stream_problems(engine: Engine, table: TableConfig, stream: TableStream) -> list[str]:
+    enable = (
+        f"aws dynamodb update-table --table-name {table.table} --stream-specification "
+        "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+    )
+    if not stream.stream_enabled or stream.stream_arn is None:
+        return [f"table {table.table}: its stream is not enabled; enable it with: {enable}"]
+    if stream.view_type not in IMAGE_VIEW_TYPES:
+        return [
+            f"table {table.table}: its stream's view type {stream.view_type} carries no new "
+            "images; disable the stream and enable it again with NEW_AND_OLD_IMAGES"
+        ]
+    if table.stream_arn is not None and table.stream_arn != stream.stream_arn:
+        try:
+            await engine.api.describe_shards(table.stream_arn)
+        except AwsError as error:
+            return [f"table {table.table}: stream_arn {table.stream_arn}: {error.code}"]
+    return []
+
+
+async def _existing_leases(engine: Engine) -> list[Lease]:
+    if not await engine.leases.exists():
+        return []
+    return (await engine.leases.scan()).leases
+
+
+def _target_problems(
+    engine: Engine, position: int, table: TableConfig, stream: TableStream, leases: list[Lease]
+) -> list[str]:
+    """Leases of this stream that fed another index: reading on from them would leave this
+    index without what came before (a changed `index`, or another deployment sharing the
+    lease table with another target)."""
+    arn = table.stream_arn or stream.stream_arn
+    other = other_target((lease for lease in leases if lease.stream_arn == arn), table.index)
+    if other is None:
+        return []
+    return [target_changed(table.table, position, engine.leases.name, table.index, other)]

@@ -1,0 +1,180 @@
+"""`run()`: streaming every table into its index until asked to stop.
+
+Built in full before the first record is read (its sources, the bulk indexer, the coordinator),
+so that whatever the probes ask of it is there to answer; then it serves the probes, starts the
+initial loads, and runs the coordinator for as long as the bulk indexer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from streamsync.coordinator import Coordinator, Source
+from streamsync.engine import Engine
+from streamsync.errors import StreamsyncError
+from streamsync.observability.http import HealthServer
+from streamsync.sink.bulk import BulkIndexer
+from streamsync.sink.running import Lanes
+from streamsync.sink.tombstones import Tombstones
+from streamsync.supervise import Supervisor, spawn
+from streamsync.supervise import current as current_supervisor
+
+log = logging.getLogger("streamsync")
+
+
+@dataclass
+class Streaming:
+    engine: Engine
+    supervisor: Supervisor
+    sources: list[Source]
+    sink: BulkIndexer
+    tombstones: Tombstones
+    coordinator: Coordinator
+    http: HealthServer | None = None  # while run() serves the probes, if it does
+    loading: dict[str, int] = field(default_factory=dict)  # table -> about how many items
+
+    @classmethod
+    async def prepare(cls, engine: Engine) -> Streaming:
+        """Every table's source, the indexes and the bulk indexer in place, old tombstones
+        pruned; the background tasks of this run report to a supervisor of its own (see
+        streamsync.supervise)."""
+        engine.count_retries()
+        supervisor = Supervisor(lambda task: engine.metrics.task_failures.labels(task).inc())
+        current_supervisor.set(supervisor)
+        sources = [await engine.source(table) for table in engine.config.tables]
+        sink, tombstones = await engine.prepare_sink()
+        await tombstones.prune()
+        engine.metrics.queue_depth(lambda: sink.outstanding)
+        coordinator = Coordinator(
+            config=engine.config,
+            worker_id=engine.worker_id,
+            api=engine.api,
+            leases=engine.leases,
+            heartbeats=engine.heartbeats,
+            sources=sources,
+            sink=sink,
+            metrics=engine.metrics,
+            stopping=engine.stopping,
+            on_rejected_record=engine.rejects.record,
+        )
+        return cls(engine, supervisor, sources, sink, tombstones, coordinator)
+
+    def readiness(self) -> list[str]:
+        """See `StreamSync.readiness`, once started."""
+        reasons = self.coordinator.problems()
+        reasons.extend(
+            f"initial load of table {table}: about {items} items"
+            for table, items in self.loading.items()
+        )
+        failing = self.sink.failing_since
+        if failing is not None and time.monotonic() - failing > 1:
+            product = self.engine.search.product
+            reasons.append(f"{product}: bulk requests failing ({self.sink.last_error})")
+        return reasons
+
+    async def run(
+        self, started: asyncio.Event, readiness: Callable[[], list[str]], listen: str | None
+    ) -> None:
+        """Streams until the coordinator stops; the probes answer at `listen` (None: nowhere)
+        from before the initial loads to after the last bulk request, /readyz with
+        `readiness`."""
+        engine = self.engine
+        try:
+            async with engine.running(self.sink) as lanes:
+                if listen is not None:
+                    await self._serve(listen, readiness, lanes)
+                await self._stream(lanes, started)
+        finally:
+            if self.http is not None:
+                await self.http.stop()
+        log.info("stopped", extra={"worker": engine.worker_id, **self._summary()})
+
+    async def _stream(self, lanes: Lanes, started: asyncio.Event) -> None:
+        loads = await self._initial_loads()
+        started.set()
+        log.info(
+            "started",
+            extra={
+                "worker": self.engine.worker_id,
+                "tables": len(self.sources),
+                "http_port": self.http.port if self.http else None,
+            },
+        )
+        pruner = self.supervisor.spawn(_prune_hourly(self.tombstones), "tombstone_pruner")
+        try:
+            await lanes.until(self.coordinator.run())
+        finally:
+            # An initial load not done resumes at the next start, from its segments' checkpoints.
+            tasks = [task for task in (pruner, loads) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=1)
+
+    async def _serve(self, listen: str, readiness: Callable[[], list[str]], lanes: Lanes) -> None:
+        """Serves /metrics, /readyz and /healthz (failing once the bulk indexer or any
+        background task ended)."""
+
+        def liveness() -> list[str]:
+            return (["the engine stopped"] if lanes.ended else []) + self.supervisor.problems
+
+        http = HealthServer(self.engine.metrics.registry, readiness, liveness)
+        try:
+            await http.start(listen)
+        except OSError as error:
+            raise StreamsyncError(
+                f"observability.listen {listen}: cannot serve there ({error.strerror}); choose "
+                "another address, port 0 for any free port, or null for no HTTP server"
+            ) from error
+        self.http = http
+
+    async def _initial_loads(self) -> asyncio.Task[None] | None:
+        """Leases the new streams of the tables with `initial_load: scan` at TRIM_HORIZON (here,
+        before the coordinator runs, which would lease them at their start position), then
+        starts backfilling them, and those whose backfill was interrupted, in a supervised
+        background task; None when there is nothing to load. Meanwhile every table streams,
+        these included (safe: a scanned image is versioned below every stream change made
+        after its scan began), the probes answer, and /readyz names each load not done yet."""
+        engine = self.engine
+        pending: list[Source] = []
+        for source in self.sources:
+            if source.config.initial_load != "scan":
+                continue
+            new = await self.coordinator.lease_new_stream(source)
+            progress = await engine.backfill_progress.load(source.config.table)
+            if not new and (not progress or all(p.done for p in progress)):
+                continue
+            self.loading[source.config.table] = await engine.api.item_count(source.config.table)
+            pending.append(source)
+        if not pending:
+            return None
+
+        async def load() -> None:
+            for source in pending:
+                table = source.config.table
+                log.info("initial load: backfilling while streaming", extra={"table": table})
+                items = await engine.scan_into(self.sink, source)
+                del self.loading[table]
+                log.info("initial load done", extra={"table": table, "items": items})
+
+        return spawn(load(), "initial_load", ends=True, name="initial load")
+
+    def _summary(self) -> dict[str, float]:
+        m = self.engine.metrics
+        return {
+            f"{name}.{table.table}": m.value(f"streamsync_{name}_total", table=table.table)
+            for table in self.engine.config.tables
+            for name in ("records_read", "documents_indexed", "documents_deleted", "dead_letters")
+        }
+
+
+async def _prune_hourly(tombstones: Tombstones) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await tombstones.prune()
+        except Exception as error:  # retried next hour; old tombstones only cost disk meanwhile
+            log.warning("pruning old tombstones failed: %s", error)
