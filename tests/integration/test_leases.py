@@ -31,7 +31,7 @@ from tests.support import aws, streams_sim
 from tests.support.moto_server import Request, StreamsServer
 from tests.support.pipeline import STREAMSYNC, make_config, running, wait_until_equal
 from tests.support.search import Probe, Target
-from tests.support.workload import TableShape, Workload, expected_id
+from tests.support.workload import TableShape, Workload, expected_id, in_background, writing
 
 FAILOVER = 6.0  # seconds; renewals every 2 s, taker cycles every 3 s
 TAKER_CYCLE = FAILOVER / 2
@@ -158,22 +158,6 @@ class ReaderLog:
         return most
 
 
-@contextlib.asynccontextmanager
-async def writing(workload: Workload) -> AsyncIterator[None]:
-    async def write_forever() -> None:
-        while True:
-            await workload.one()
-            await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(write_forever())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 @pytest.mark.slow
 async def test_workers_balance_fail_over_and_hand_off(
     clients: aws.Clients,
@@ -227,7 +211,7 @@ async def test_workers_balance_fail_over_and_hand_off(
         return all(row["owner"] not in (name, None) for row in active(rows))
 
     loop = asyncio.get_running_loop()
-    async with writing(workload):
+    async with writing(workload, every=0.01):
         for name in ("w1", "w2", "w3"):
             workers.append(Worker(name, config, tmp_path))
         figures["balanced, 3 workers (s)"] = await wait_for(
@@ -306,13 +290,8 @@ class CheckpointGaps:
                     self._longest = max(self._longest, now - since)
                 await asyncio.sleep(0.25)
 
-        task = asyncio.create_task(watch())
-        try:
+        async with in_background(watch()):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def _writer(request: Request) -> str | None:
@@ -349,7 +328,7 @@ async def test_a_stalled_worker_never_checkpoints_a_lease_it_lost(
 
     async with contextlib.AsyncExitStack() as engines:
         await engines.enter_async_context(running(config("worker-a")))
-        async with writing(workload):
+        async with writing(workload, every=0.01):
             await wait_for(
                 lambda: _owned_by(clients, lease_table, "worker-a", 4), 30, "A holds all 4"
             )

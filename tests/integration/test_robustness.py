@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ from tests.support.pipeline import (
     wait_until_equal,
 )
 from tests.support.search import Probe, Target
-from tests.support.workload import TableShape, Workload, expected_id
+from tests.support.workload import TableShape, Workload, expected_id, writing
 
 FAILOVER = 3.0  # renewals every 1 s (each with a 0.5 s deadline), taker cycles every 1.5 s
 
@@ -130,22 +130,6 @@ async def sharded(clients: aws.Clients, shards: int, keys: int) -> tuple[TableSh
     return shape, workload
 
 
-@contextlib.asynccontextmanager
-async def writing(workload: Workload) -> AsyncIterator[None]:
-    async def forever() -> None:
-        while True:
-            await workload.one()
-            await asyncio.sleep(0.05)
-
-    task = asyncio.create_task(forever())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 # --- 5: renewals -----------------------------------------------------------------------------
 
 
@@ -175,7 +159,7 @@ async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
         checkpoint_interval_seconds=0.5,
     )
     async with running(config):
-        async with writing(workload):
+        async with writing(workload, every=0.05):
             await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
             children = sorted(
                 shard
@@ -226,7 +210,7 @@ async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
         checkpoint_interval_seconds=0.5,
     )
     async with running(config) as sync:
-        async with writing(workload):
+        async with writing(workload, every=0.05):
             assert sync.http is not None
             assert sync.http.port is not None
             port = sync.http.port

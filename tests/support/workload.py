@@ -7,7 +7,9 @@ not UTF-8, empty strings and maps, nested lists and maps, and keys containing th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +135,27 @@ def expected_id(shape: TableShape, item: dict[str, Any]) -> str:
     if shape.range_key is None:
         return str(hash_value)
     return f"{escape(hash_value)}|{escape(item[shape.range_key]['N'])}"
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Runs `work` while the block runs, and cancels it when the block ends."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def writing(workload: Workload, every: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """Keeps `workload` writing one change every `every` seconds while the block runs, so the
+    stream has records to carry through whatever the block does to the workers."""
+
+    async def forever() -> None:
+        while True:
+            await workload.one()
+            await asyncio.sleep(every)
+
+    return in_background(forever())
