@@ -232,6 +232,14 @@ async def test_a_worker_whose_table_failed_neither_lists_it_nor_holds_it_back(
 
     expected: dict[str, dict[str | None, int]] = {t1.name: {"a": 1, "f": 1}, t2.name: {"a": 6}}
     await asyncio.gather(load_1.run(40), load_2.run(40))
+
+    async def f_announces_t1_only() -> bool:
+        return await heartbeat_streams(clients, lease_table, "f") == {streams[t1.name]}
+
+    # f's first heartbeat (before its first discovery) lists both streams; the next one, a
+    # heartbeat interval later, must drop t2. When a started first, the leases can already be
+    # held as expected before that beat, so the test waits for the beat instead of racing it.
+    await wait_for(f_announces_t1_only, 3 * FAILOVER, "f's heartbeat lists t1's stream only")
     took = await until_leased_as(clients, lease_table, expected)
     assert await heartbeat_streams(clients, lease_table, "f") == {streams[t1.name]}
     assert await heartbeat_streams(clients, lease_table, "a") == set(streams.values())
