@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
+from streamsync import clock
 from streamsync.awsjson import is_transient
 from streamsync.config import Config
 from streamsync.coordinator.discovery import Discovery
@@ -24,14 +24,13 @@ from streamsync.coordinator.renewer import Renewer
 from streamsync.coordinator.scan import LeaseScanner
 from streamsync.coordinator.shared import Source, Worker
 from streamsync.coordinator.taker import Taker
-from streamsync.leases.heartbeats import Heartbeats
 from streamsync.leases.model import Lease
-from streamsync.leases.table import LeaseTable
+from streamsync.leases.ports import HeartbeatStore, LeaseStore
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
-from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import StreamsApi
+from streamsync.sink.ports import ActionSink
 from streamsync.source.poller import OnRejectedRecord
+from streamsync.source.ports import StreamReader
 from streamsync.supervise import spawn
 
 __all__ = ["Coordinator", "Source"]
@@ -43,11 +42,11 @@ class Coordinator:
         *,
         config: Config,
         worker_id: str,
-        api: StreamsApi,
-        leases: LeaseTable,
-        heartbeats: Heartbeats,
+        api: StreamReader,
+        leases: LeaseStore,
+        heartbeats: HeartbeatStore,
         sources: list[Source],
-        sink: BulkIndexer,
+        sink: ActionSink,
         metrics: Metrics,
         stopping: asyncio.Event,
         on_rejected_record: OnRejectedRecord,
@@ -77,7 +76,7 @@ class Coordinator:
         """What keeps this worker from doing its job, for readiness."""
         sources = self._worker.sources.values()
         problems = [s.failure for s in sources if s.failure is not None]
-        silent = time.monotonic() - self._renewer.heartbeat_at
+        silent = clock.monotonic() - self._renewer.heartbeat_at
         if silent > self._worker.config.leases.failover_seconds:
             problems.append(f"lease table: no successful write for {silent:.0f} s")
         return problems

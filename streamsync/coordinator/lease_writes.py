@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
+
+from streamsync import clock
 
 T = TypeVar("T")
 LEASE_WRITES_AT_ONCE = 20  # concurrent renewals or takes, as the KCL's renewer threads
@@ -36,13 +37,13 @@ class LeaseWrites:
         self._failover = failover_seconds
         # When a write was last answered within its deadline, when one last started or ended,
         # and how many takes are in flight.
-        self._answered_at = time.monotonic()
+        self._answered_at = clock.monotonic()
         self._tried_at = 0.0
         self._takes_in_flight = 0
 
     def tried(self) -> float:
         """Notes a lease write starting; returns when, for `answered`."""
-        self._tried_at = time.monotonic()
+        self._tried_at = clock.monotonic()
         return self._tried_at
 
     @contextlib.contextmanager
@@ -53,12 +54,12 @@ class LeaseWrites:
             yield
         finally:
             self._takes_in_flight -= 1
-            self._tried_at = time.monotonic()
+            self._tried_at = clock.monotonic()
 
     def answered(self, sent: float) -> None:
         """Notes a lease write answered (done, or refused on its condition): in time if within
         the renewal deadline of when it was sent."""
-        now = time.monotonic()
+        now = clock.monotonic()
         deadline = self._failover / 3 * RENEWAL_DEADLINE_SHARE
         if now - sent <= deadline:
             self._answered_at = now
@@ -68,6 +69,6 @@ class LeaseWrites:
         writes was answered in time for half a failover time (all stalled or refused): it
         cannot hold leases for now. A heartbeat sent beside its renewals, not after them, would
         otherwise keep announcing a worker that only lets its leases expire."""
-        now = time.monotonic()
+        now = clock.monotonic()
         trying = self._takes_in_flight > 0 or now - self._tried_at < self._failover or renewing
         return trying and now - self._answered_at > self._failover / 2

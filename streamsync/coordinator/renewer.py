@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from streamsync import clock
 from streamsync.coordinator.lease_writes import (
     LEASE_WRITES_AT_ONCE,
     RENEWAL_DEADLINE_SHARE,
@@ -18,7 +18,7 @@ from streamsync.coordinator.lease_writes import (
 )
 from streamsync.coordinator.readers import Reader, Readers
 from streamsync.coordinator.shared import Worker
-from streamsync.leases.heartbeats import Heartbeats
+from streamsync.leases.ports import HeartbeatStore
 from streamsync.supervise import failed
 
 log = logging.getLogger("streamsync.coordinator")
@@ -26,13 +26,13 @@ log = logging.getLogger("streamsync.coordinator")
 
 class Renewer:
     def __init__(
-        self, worker: Worker, heartbeats: Heartbeats, readers: Readers, writes: LeaseWrites
+        self, worker: Worker, heartbeats: HeartbeatStore, readers: Readers, writes: LeaseWrites
     ) -> None:
         self._worker = worker
         self._heartbeats = heartbeats
         self._readers = readers
         self._writes = writes
-        self.heartbeat_at = time.monotonic()  # the last successful heartbeat, for readiness
+        self.heartbeat_at = clock.monotonic()  # the last successful heartbeat, for readiness
 
     async def heartbeat(self) -> None:
         # Only the streams this worker reads: not those of tables that stopped, or the others
@@ -43,7 +43,7 @@ class Renewer:
             await self._heartbeats.beat(self._worker.id, streams)
         else:  # it reads nothing: nobody may count it (and DynamoDB refuses an empty set)
             await self._heartbeats.remove(self._worker.id)
-        self.heartbeat_at = time.monotonic()
+        self.heartbeat_at = clock.monotonic()
 
     async def run(self, interval: float) -> None:
         """Every `interval`: this worker's heartbeat, and a renewal of every held lease. Each

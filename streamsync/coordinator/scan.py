@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 from streamsync.awsjson import is_transient
 from streamsync.coordinator.shared import Source, Worker
-from streamsync.leases.heartbeats import Heartbeats
 from streamsync.leases.model import Lease, other_target, target_changed
 from streamsync.leases.planner import ExpiryClock, live_workers
+from streamsync.leases.ports import HeartbeatStore
 from streamsync.retry import retry_transient
 
 log = logging.getLogger("streamsync.coordinator")
@@ -25,7 +25,7 @@ Snapshot = dict[str, dict[str, Lease]]  # stream ARN -> shard id -> lease
 
 
 class LeaseScanner:
-    def __init__(self, worker: Worker, heartbeats: Heartbeats) -> None:
+    def __init__(self, worker: Worker, heartbeats: HeartbeatStore) -> None:
         self._config = worker.config
         self._leases = worker.leases
         self._sources = worker.sources

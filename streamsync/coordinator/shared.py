@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from streamsync.awsjson import AwsError
 from streamsync.config import Config, TableConfig
-from streamsync.leases.table import LeaseTable
+from streamsync.leases.ports import LeaseStore
 from streamsync.observability.metrics import Metrics
-from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import StreamsApi, TableStream
+from streamsync.sink.ports import ActionSink
+from streamsync.source.client import TableStream
 from streamsync.source.poller import OnRejectedRecord
+from streamsync.source.ports import StreamReader
 from streamsync.transform.actions import RecordTransformer
 
 log = logging.getLogger("streamsync.coordinator")
@@ -47,10 +48,10 @@ class Worker:
 
     id: str
     config: Config
-    api: StreamsApi
-    leases: LeaseTable
+    api: StreamReader
+    leases: LeaseStore
     sources: dict[str, Source]  # stream ARN -> its table
-    sink: BulkIndexer
+    sink: ActionSink
     metrics: Metrics
     on_rejected_record: OnRejectedRecord
     stopping: asyncio.Event  # set once: drain, checkpoint, release and leave

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable
 
+from streamsync import clock
 from streamsync.awsjson import is_transient
 from streamsync.coordinator.discovery import Discovery
 from streamsync.coordinator.lease_writes import LeaseWrites, bounded
@@ -119,11 +119,11 @@ class Taker:
     async def _start(self, source: Source, seen: Lease, start_version: int) -> None:
         if self._worker.stopping.is_set() or not self._readers.may_take(seen.key):
             return
-        sent = time.monotonic()
+        sent = clock.monotonic()
 
         async def take() -> Lease:
             nonlocal sent
-            sent = time.monotonic()
+            sent = clock.monotonic()
             return await self._worker.leases.take(seen, self._worker.id, source.config.index)
 
         try:

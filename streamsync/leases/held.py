@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
+from streamsync import clock
 from streamsync.awsjson import is_transient
 from streamsync.leases.model import Lease, Position
+from streamsync.leases.ports import LeaseStore
 from streamsync.leases.requests import LeaseLost
-from streamsync.leases.table import LeaseTable
 from streamsync.retry import retry_transient
 
 log = logging.getLogger("streamsync.leases")
 
 
 class HeldLease:
-    def __init__(self, table: LeaseTable, lease: Lease, failover_seconds: float) -> None:
+    def __init__(self, table: LeaseStore, lease: Lease, failover_seconds: float) -> None:
         self._table = table
         self.lease = lease
         self._failover = failover_seconds
@@ -34,7 +34,7 @@ class HeldLease:
         # while that write is in flight or after its caller was cancelled.
         self.closed = False
         self._last_written = False  # the last write ran: whatever was queued behind it is refused
-        self.renewed_at = time.monotonic()
+        self.renewed_at = clock.monotonic()
         self.iterator_age: Callable[[], float] = lambda: 0.0  # set by the shard's reader
 
     @property
@@ -44,7 +44,7 @@ class HeldLease:
     def expired_locally(self) -> bool:
         """True once the lease went a failover time without a successful write: another worker
         may have taken it by now."""
-        return time.monotonic() - self.renewed_at > self._failover
+        return clock.monotonic() - self.renewed_at > self._failover
 
     @property
     def usable(self) -> bool:
@@ -93,13 +93,13 @@ class HeldLease:
                 self.lost = True
                 return False
 
-            started = time.monotonic()
+            started = clock.monotonic()
 
             async def attempt() -> Lease:
                 nonlocal started
                 if self.expired_locally():
                     raise LeaseLost(self.lease)
-                started = time.monotonic()
+                started = clock.monotonic()
                 return await write(self.lease)
 
             try:

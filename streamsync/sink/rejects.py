@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamsync.sink.deadletter import DeadLetter, DeadLetters
+from streamsync.sink.deadletter import DeadLetter
+from streamsync.sink.ports import DeadLetterSink
 from streamsync.transform.actions import Action, TransformError
 
 
 class Rejects:
-    def __init__(self, letters: DeadLetters) -> None:
+    def __init__(self, letters: DeadLetterSink) -> None:
         self._letters = letters
 
     async def record(

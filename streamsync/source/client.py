@@ -8,7 +8,7 @@ call is rare and goes through aiobotocore.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -24,7 +24,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _aws_errors(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _aws_errors(
+    call: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """Callers handle one error vocabulary, AwsError, whichever transport a call took: botocore's
     ClientError becomes one here (the JSON transport raises it already)."""
 

@@ -24,8 +24,8 @@ from streamsync.leases.model import LATEST, TRIM_HORIZON, Lease, Position
 from streamsync.observability.metrics import Metrics
 from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
-from streamsync.sink.bulk import BulkIndexer
-from streamsync.source.client import StreamsApi
+from streamsync.sink.ports import ActionSink
+from streamsync.source.ports import StreamReader
 from streamsync.source.shard_state import ShardState
 from streamsync.source.shards import records_may_be_lost
 from streamsync.supervise import spawn
@@ -54,10 +54,10 @@ class ShardPoller:
     def __init__(
         self,
         *,
-        api: StreamsApi,
+        api: StreamReader,
         held: HeldLease,
         transformer: RecordTransformer,
-        sink: BulkIndexer,
+        sink: ActionSink,
         polling: PollingConfig,
         checkpoint_interval: float,
         start_version: int,

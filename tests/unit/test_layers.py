@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "streamsync"
 
 LEVELS: dict[str, int] = {
     **dict.fromkeys(
-        ("errors", "config", "observability", "awsjson", "sigv4", "retry", "supervise"), 0
+        ("errors", "config", "observability", "awsjson", "sigv4", "retry", "supervise", "clock"), 0
     ),
     "transform": 1,
     "leases": 2,
@@ -20,7 +20,18 @@ LEVELS: dict[str, int] = {
     "source": 4,
     "coordinator": 5,
     **dict.fromkeys(
-        ("status", "backfill", "verify", "replay", "checks", "engine", "streaming", "commands"), 6
+        (
+            "status",
+            "backfill",
+            "verify",
+            "replay",
+            "checks",
+            "engine",
+            "streaming",
+            "commands",
+            "testing",
+        ),
+        6,
     ),
     "app": 7,
     **dict.fromkeys(("cli", "__init__", "__main__"), 8),

@@ -1,0 +1,138 @@
+"""The coordinator (taker, renewer, discovery, readers) on a fake clock, with two workers sharing
+streamsync.testing's in-memory stream and lease table: balance, hand-off, a renewal that hangs,
+shard ends, each in well under a second of real time though the workers live through minutes of
+loop time. The same flows against moto, real nodes and worker processes: tests/integration
+(test_leases, test_lease_sharing, test_robustness, test_chaos)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from streamsync.leases.model import SHARD_END, lease_key
+from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
+from tests.support.inmemory import (
+    FAILOVER,
+    INDEX,
+    STREAM,
+    Running,
+    indexed,
+    start_worker,
+    write,
+)
+
+pytestmark = pytest.mark.looptime
+
+
+def stream_of(shards: int) -> InMemoryStream:
+    stream = InMemoryStream()
+    for n in range(shards):
+        stream.add_shard(STREAM, f"shard-{n}")
+    return stream
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> float:
+    """Loop seconds until `condition` holds (checked every 0.1 s of loop time)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not condition():
+        if loop.time() - started > within:
+            raise AssertionError(f"not within {within} s of loop time: {what}")
+        await asyncio.sleep(0.1)
+    return loop.time() - started
+
+
+async def one_shard_each(a: Running, b: Running) -> None:
+    """Until each worker holds one shard, and still the same one a failover time later: while
+    they balance, a shard can be given up by one and stolen by the other in the same cycle."""
+    while True:
+        await until(lambda: len(a.held()) == len(b.held()) == 1, 30, "one shard each")
+        held = (a.held(), b.held())
+        await asyncio.sleep(FAILOVER)
+        if (a.held(), b.held()) == held:
+            return
+
+
+async def test_two_workers_share_the_shards_evenly_and_read_them_all() -> None:
+    stream, leases = stream_of(4), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await until(lambda: len(a.held()) == len(b.held()) == 2, 30, "two shards each")
+    assert a.held().isdisjoint(b.held())
+    for n in range(4):
+        write(stream, f"shard-{n}", f"k{n}")
+    await asyncio.sleep(2)
+    for n in range(4):
+        reader = a if f"shard-{n}" in a.held() else b
+        assert indexed(reader.sink, f"k{n}") == {"pk": f"k{n}"}
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_stopping_worker_hands_its_shards_over_without_a_failover_wait() -> None:
+    """a stops gracefully: its readers checkpoint and release, b takes the shards within one of
+    its cycles (half a failover time), not after the leases expire, and reads on from a's
+    checkpoints: nothing a read is read again, nothing written meanwhile is missed."""
+    stream, leases = stream_of(2), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await one_shard_each(a, b)
+    (shard,) = a.held()
+    write(stream, shard, "before")
+    await asyncio.sleep(2)
+    await a.stop()
+    assert leases.leases[lease_key(STREAM, shard)].owner is None, "released"
+    write(stream, shard, "after")
+    took = await until(lambda: shard in b.held(), FAILOVER, "b takes a's shard")
+    assert took <= FAILOVER / 2 + 0.5
+    await asyncio.sleep(2)
+    assert indexed(b.sink, "after") == {"pk": "after"}
+    assert indexed(b.sink, "before") is None, "b starts after a's checkpoint"
+    await b.stop()
+
+
+async def test_a_worker_whose_renewals_hang_stops_reading_and_the_other_takes_over() -> None:
+    """Every lease write of worker a hangs (a black-holed connection to DynamoDB): renewals,
+    checkpoints, takes, releases. a's readers stop once their
+    leases go a failover time unrenewed, before b may take them (b waits for the lease counter
+    to stand still for a failover time by its own clock), and b reads on from a's last
+    checkpoint. Written during the outage or after, every record reaches b's index."""
+    stream, leases = stream_of(2), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await one_shard_each(a, b)
+    (shard,) = a.held()
+    write(stream, shard, "before")
+    await asyncio.sleep(2)
+    leases.hang("renew", "checkpoint", "take", "release", "finish", owner="a")
+    write(stream, shard, "during")
+    loop = asyncio.get_running_loop()
+    hung_at = loop.time()
+    taken = await until(lambda: shard in b.held(), 4 * FAILOVER, "b takes a's shard")
+    assert taken >= FAILOVER, "never before the lease could have expired at a"
+    assert not any(r.held.usable for r in a.coordinator._readers.values())
+    assert loop.time() - hung_at >= FAILOVER
+    write(stream, shard, "after")
+    await asyncio.sleep(2)
+    assert indexed(b.sink, "during") == {"pk": "during"}
+    assert indexed(b.sink, "after") == {"pk": "after"}
+    leases.resume()
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_split_shard_finishes_before_its_children_are_read() -> None:
+    """The parent is read to its end and finished; only then are its children leased and read
+    (so an item changed in the parent, then in a child, ends at the child's version)."""
+    stream, leases = stream_of(1), InMemoryLeases()
+    sink = InMemorySink()
+    a = start_worker("a", stream, leases, sink)
+    await until(lambda: a.held() == {"shard-0"}, 30, "a reads the shard")
+    write(stream, "shard-0", "k", state="old")
+    stream.split(STREAM, "shard-0", "shard-1", "shard-2")
+    write(stream, "shard-1", "k", state="new")
+    await until(lambda: a.held() == {"shard-1", "shard-2"}, 30, "a reads both children")
+    await asyncio.sleep(2)
+    assert leases.leases[lease_key(STREAM, "shard-0")].checkpoint == SHARD_END
+    assert indexed(sink, "k") == {"pk": "k", "state": "new"}
+    versions = [a.version for a in sink.actions if a.doc_id == "k" and a.index == INDEX]
+    assert len(versions) == 2
+    assert versions == sorted(versions)
+    await a.stop()

@@ -1,0 +1,124 @@
+"""The shard reader (ShardPoller) on a fake clock, against streamsync.testing's in-memory stream,
+lease table and sink: checkpoints only behind acknowledgements, shard ends, stops, lost leases
+and idle back-off, each in milliseconds of real time. looptime fast-forwards the event loop's
+clock whenever every task waits, so "a failover time later" costs nothing. The same reader
+against moto and a real node: tests/integration (test_engine, test_robustness, test_leases)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streamsync.leases.model import SHARD_END, lease_key
+from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
+from tests.support.inmemory import FAILOVER, STREAM, indexed, start_reading, write
+
+pytestmark = pytest.mark.looptime
+
+
+def services(*, settle_at_once: bool = True) -> tuple[InMemoryStream, InMemoryLeases, InMemorySink]:
+    stream = InMemoryStream()
+    stream.add_shard(STREAM, "shard-1")
+    return stream, InMemoryLeases(), InMemorySink(settle_at_once=settle_at_once)
+
+
+async def test_a_closed_shard_is_read_to_its_end_then_finished_for_its_children() -> None:
+    stream, leases, sink = services()
+    for n in range(3):
+        write(stream, "shard-1", f"k{n}", n=str(n))
+    stream.close(STREAM, "shard-1")
+    reading = await start_reading(stream, leases, sink, "shard-1")
+    async with asyncio.timeout(5):
+        await reading.task
+    lease = leases.leases[lease_key(STREAM, "shard-1")]
+    assert (lease.checkpoint, lease.owner) == (SHARD_END, None)
+    assert [e.shard_id for e in reading.ended] == ["shard-1"]
+    assert [indexed(sink, f"k{n}") for n in range(3)] == [
+        {"pk": f"k{n}", "n": str(n)} for n in (0, 1, 2)
+    ]
+    assert leases.writes[-1] == ("finish", lease.key), "the shard's end is the lease's last write"
+
+
+async def test_checkpoints_never_pass_what_the_sink_has_acknowledged() -> None:
+    stream, leases, sink = services(settle_at_once=False)
+    sequence = [write(stream, "shard-1", f"k{n}") for n in range(5)]
+    reading = await start_reading(stream, leases, sink, "shard-1")
+    key = lease_key(STREAM, "shard-1")
+    await asyncio.sleep(3)  # three checkpoint intervals, nothing acknowledged
+    assert len(sink.pending) == 5
+    assert leases.leases[key].checkpoint == "TRIM_HORIZON"
+    sink.settle(2)
+    await asyncio.sleep(1.5)
+    assert leases.leases[key].checkpoint == str(sequence[1])
+    sink.settle()
+    await asyncio.sleep(1.5)
+    assert leases.leases[key].checkpoint == str(sequence[4])
+    reading.stopping.set()
+    await reading.task
+
+
+async def test_a_stop_waits_for_the_acknowledgements_then_checkpoints_and_releases() -> None:
+    stream, leases, sink = services(settle_at_once=False)
+    last = [write(stream, "shard-1", f"k{n}") for n in range(4)][-1]
+    reading = await start_reading(stream, leases, sink, "shard-1", checkpoint_interval=60)
+    await asyncio.sleep(0.5)
+    reading.stopping.set()
+    await asyncio.sleep(20)
+    assert not reading.task.done(), "a reader never leaves records unacknowledged behind it"
+    sink.settle()
+    async with asyncio.timeout(1):
+        await reading.task
+    lease = leases.leases[lease_key(STREAM, "shard-1")]
+    assert (lease.checkpoint, lease.owner) == (str(last), None)
+    assert [op for op, _ in leases.writes[-2:]] == ["checkpoint", "release"]
+
+
+async def test_a_lease_lost_mid_batch_stops_the_reader_and_nothing_more_is_written() -> None:
+    """Another worker takes the lease while the reader's actions are still in the sink; the
+    checkpoint after the first acknowledgements is refused on its condition, the reader stops
+    (no release: the lease is someone else's), and later acknowledgements write nothing."""
+    stream, leases, sink = services(settle_at_once=False)
+    for n in range(4):
+        write(stream, "shard-1", f"k{n}")
+    reading = await start_reading(stream, leases, sink, "shard-1")
+    await asyncio.sleep(0.5)
+    key = lease_key(STREAM, "shard-1")
+    leases.steal(key, "w2")
+    sink.settle(2)
+    async with asyncio.timeout(3):
+        await reading.task
+    assert reading.held.lost
+    written = list(leases.writes)
+    sink.settle()
+    await asyncio.sleep(10)
+    assert leases.writes == written
+    assert leases.leases[key].owner == "w2"
+
+
+async def test_a_lease_not_renewed_for_a_failover_time_stops_its_reader() -> None:
+    """No renewer runs here, as when renewals hang: the reader stops by its own clock once
+    another worker may have taken the lease, even with nothing to checkpoint."""
+    stream, leases, sink = services(settle_at_once=False)
+    write(stream, "shard-1", "k0")
+    reading = await start_reading(stream, leases, sink, "shard-1", renewing=False)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(FAILOVER + 2):
+        await reading.task
+    assert loop.time() - started >= FAILOVER
+    assert not reading.held.usable
+
+
+async def test_an_idle_shard_is_polled_less_and_less_down_to_once_a_second() -> None:
+    """Empty polls back off from 50 ms to the 1 s cap (polling defaults), and a record written
+    into the idle shard is still read within that cap."""
+    stream, leases, sink = services()
+    reading = await start_reading(stream, leases, sink, "shard-1", checkpoint_interval=60)
+    await asyncio.sleep(60)
+    assert 55 <= stream.get_records_calls <= 70
+    write(stream, "shard-1", "late")
+    await asyncio.sleep(1.1)
+    assert indexed(sink, "late") == {"pk": "late"}
+    reading.stopping.set()
+    await reading.task
