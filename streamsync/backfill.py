@@ -175,8 +175,7 @@ class Backfill:
             )
             pending = tracker.register(page_number, version, len(actions))
             for action in actions:
-                action.ack = pending
-                await self._sink.put(action)
+                await self._sink.put(action, pending)
             shown.add(len(items))
             saved = await self._save_acknowledged(tracker, pages, saved)
             if next_key is None:

@@ -26,6 +26,7 @@ from streamsync.leases.model import SHARD_END, Lease, WorkerBeat
 from streamsync.leases.requests import LeaseLost, LeaseWrite
 from streamsync.leases.table import LeaseScan
 from streamsync.sink.deadletter import DeadLetter
+from streamsync.sink.ports import Ticket
 from streamsync.source.client import RecordsPage, Shard
 from streamsync.transform.actions import Action
 
@@ -169,7 +170,8 @@ class InMemoryLeases:
 
     `hang(operation, owner=...)` makes calls of that operation (`renew`, `checkpoint`, `take`,
     ...), by that lease owner or by anyone, wait until `resume()`, as black-holed requests do;
-    `steal(key, owner)` is another worker taking a lease. `name` is the table's name; `heartbeats` the heartbeat items beside them."""
+    `steal(key, owner)` is another worker taking a lease. `name` is the table's name;
+    `heartbeats` the heartbeat items beside the leases."""
 
     def __init__(self, name: str = "leases") -> None:
         self.name = name
@@ -294,12 +296,12 @@ class InMemorySink:
     def __init__(self, *, settle_at_once: bool = True) -> None:
         self.settle_at_once = settle_at_once
         self.actions: list[Action] = []  # every action put, in order
-        self.pending: list[Action] = []
+        self.pending: list[tuple[Action, Ticket | None]] = []
         self.documents: dict[tuple[str, str], Action] = {}  # (index, id) -> the latest action
 
-    async def put(self, action: Action) -> None:
+    async def put(self, action: Action, ticket: Ticket | None = None) -> None:
         self.actions.append(action)
-        self.pending.append(action)
+        self.pending.append((action, ticket))
         if self.settle_at_once:
             self.settle()
 
@@ -307,13 +309,13 @@ class InMemorySink:
         """Settles the first `count` pending actions (all when None), in order."""
         settled = self.pending if count is None else self.pending[:count]
         self.pending = self.pending[len(settled) :]
-        for action in settled:
+        for action, ticket in settled:
             key = (action.index, action.doc_id)
             current = self.documents.get(key)
             if current is None or current.version < action.version:
                 self.documents[key] = action
-            if action.ack is not None:
-                action.ack.ack()
+            if ticket is not None:
+                ticket.ack()
 
     def source(self, index: str, doc_id: str) -> bytes | None:
         """The document as indexed; None when it was never indexed or is deleted."""

@@ -222,8 +222,7 @@ class Verifier:
     async def _repair(self, action: Action, report: VerifyReport) -> None:
         if self._sink is None:
             return
-        action.ack = self._tracker.register(0, action.version, 1)
-        await self._sink.put(action)
+        await self._sink.put(action, self._tracker.register(0, action.version, 1))
         report.repaired += 1
 
     async def _delete(self, doc_id: str, report: VerifyReport) -> None:

@@ -197,6 +197,13 @@ def _fenced_update(
     return LeaseWrite(Request("UpdateItem", request), changes)
 
 
+def stored_time(seconds: float) -> float:
+    """Seconds as the item stores them (milliseconds): the lease a write returns must equal the
+    one a scan reads back, or a LATEST start's `start_after` would differ between the worker
+    that made it durable and the next owner."""
+    return round(seconds, 3)
+
+
 def take(table: str, seen: Lease, owner: str, index: str | None, now: float) -> LeaseWrite:
     """Not fenced on the owner: a take is of a lease unowned, expired or stolen, as it was seen.
     `index` is recorded where the lease does not name one yet.
@@ -204,6 +211,7 @@ def take(table: str, seen: Lease, owner: str, index: str | None, now: float) -> 
     A lease written by an older streamsync with checkpoint LATEST (a position each reader used to
     resolve anew) becomes a durable start here: TRIM_HORIZON, skipping what was created before
     now."""
+    now = stored_time(now)
     switches = seen.owner_switches + (seen.owner != owner)
     taken = replace(
         seen, owner=owner, counter=seen.counter + 1, owner_switches=switches, failure=None
@@ -237,6 +245,7 @@ def hold_version_floor(table: str, held: Lease, version: int) -> LeaseWrite:
 
 def renew(table: str, held: Lease, iterator_age: float, now: float) -> LeaseWrite:
     """The reader's iterator age goes along, for `streamsync status`."""
+    now, iterator_age = stored_time(now), stored_time(iterator_age)
     changes = replace(held, counter=held.counter + 1, renewed_at=now, iterator_age=iterator_age)
     values = {":now": {"N": f"{now:.3f}"}, ":age": {"N": f"{iterator_age:.3f}"}}
     return _fenced_update(
@@ -259,6 +268,7 @@ def checkpoint(table: str, held: Lease, checkpoint: str, version: int) -> LeaseW
 
 def finish(table: str, held: Lease, version: int, now: float) -> LeaseWrite:
     """The owner goes with the shard's end, so that its children may start at once."""
+    now = stored_time(now)
     changes = replace(
         held,
         owner=None,

@@ -17,6 +17,7 @@ from streamsync.sink.engine import retriable
 from streamsync.transform.actions import Action
 
 if TYPE_CHECKING:
+    from streamsync.sink.ports import Ticket
     from streamsync.sink.tombstones import Tombstones
 
 META_BYTES = 100
@@ -25,10 +26,12 @@ META_BYTES = 100
 
 @dataclass(slots=True)
 class Entry:
-    """A document's place in a batch: the action sent, and the actions it settles with it."""
+    """A document's place in a batch: the action sent, the actions it settles with it, and
+    the tickets of all of them, acknowledged once it is settled."""
 
     action: Action
     superseded: list[Action] = field(default_factory=list)
+    tickets: list[Ticket] = field(default_factory=list)
 
     @property
     def settles(self) -> tuple[Action, ...]:
@@ -56,16 +59,18 @@ class Batch:
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
 
-    def add(self, action: Action) -> None:
+    def add(self, action: Action, ticket: Ticket | None = None) -> None:
         key = (action.index, action.doc_id)
         earlier = self._entries.get(key)
         if earlier is None:
-            self._entries[key] = Entry(action)
+            earlier = self._entries[key] = Entry(action)
         elif action.version >= earlier.action.version:
             earlier.superseded.append(earlier.action)
             earlier.action = action
         else:
             earlier.superseded.append(action)
+        if ticket is not None:
+            earlier.tickets.append(ticket)
         self._bytes += len(action.source or b"") + META_BYTES
         self.actions += 1
 

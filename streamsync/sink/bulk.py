@@ -24,12 +24,14 @@ from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
 from streamsync.sink.batch import Batch, Entry, Outcome, bulk_body, classify
 from streamsync.sink.engine import SearchEngine, SearchError, is_transient
+from streamsync.sink.ports import Ticket
 from streamsync.sink.tombstones import Tombstones
 from streamsync.transform.actions import Action
 
 log = logging.getLogger("streamsync.sink")
 
 Rejected = Callable[[Action, dict[str, Any]], Awaitable[None]]
+_Queued = tuple[Action, Ticket | None]
 
 
 class _ItemsToRetry(Exception):
@@ -43,9 +45,8 @@ def _transient(error: BaseException) -> bool:
 
 
 def _acknowledge(entry: Entry) -> None:
-    for action in entry.settles:
-        if action.ack is not None:
-            action.ack.ack()
+    for ticket in entry.tickets:
+        ticket.ack()
 
 
 class BulkIndexer:
@@ -63,7 +64,7 @@ class BulkIndexer:
         self._metrics = metrics
         self._on_rejected = on_rejected
         lane_size = max(1, config.queue_size // config.max_in_flight)
-        self._lanes: list[asyncio.Queue[Action | None]] = [
+        self._lanes: list[asyncio.Queue[_Queued | None]] = [
             asyncio.Queue(lane_size) for _ in range(config.max_in_flight)
         ]
         self._outstanding = 0
@@ -77,10 +78,11 @@ class BulkIndexer:
         """Actions accepted and not yet settled."""
         return self._outstanding
 
-    async def put(self, action: Action) -> None:
-        """Queues an action; waits while its lane is full (back-pressure)."""
+    async def put(self, action: Action, ticket: Ticket | None = None) -> None:
+        """Queues an action; waits while its lane is full (back-pressure). `ticket` is
+        acknowledged once the action is settled."""
         lane = self._lanes[hash((action.index, action.doc_id)) % len(self._lanes)]
-        await lane.put(action)
+        await lane.put((action, ticket))
         # Counted once queued (a put cancelled while waiting never counts); the lane cannot take
         # it before this line runs, since nothing awaits in between.
         self._outstanding += 1
@@ -100,13 +102,13 @@ class BulkIndexer:
         for queue in self._lanes:
             await queue.put(None)
 
-    async def _lane(self, queue: asyncio.Queue[Action | None]) -> None:
+    async def _lane(self, queue: asyncio.Queue[_Queued | None]) -> None:
         while True:
             first = await queue.get()
             if first is None:
                 return
             batch = Batch(self._config.max_actions, self._config.max_bytes)
-            batch.add(first)
+            batch.add(*first)
             closing = await self._fill(batch, queue)
             await self._send(batch.entries)
             self._outstanding -= batch.actions
@@ -115,7 +117,7 @@ class BulkIndexer:
             if closing:
                 return
 
-    async def _fill(self, batch: Batch, queue: asyncio.Queue[Action | None]) -> bool:
+    async def _fill(self, batch: Batch, queue: asyncio.Queue[_Queued | None]) -> bool:
         """Adds what arrives within the flush interval, until the batch is full; True when
         `close()` came, so the lane stops after sending it."""
         loop = asyncio.get_running_loop()
@@ -134,7 +136,7 @@ class BulkIndexer:
                 nxt = queue.get_nowait()
             if nxt is None:
                 return True
-            batch.add(nxt)
+            batch.add(*nxt)
         return False
 
     async def _send(self, entries: list[Entry]) -> None:

@@ -13,9 +13,17 @@ from streamsync.sink.deadletter import DeadLetter
 from streamsync.transform.actions import Action
 
 
+class Ticket(Protocol):
+    """What the sink acknowledges once an action is settled: the record (or scanned page) the
+    action came from, in its reader's acknowledged prefix (source/acks.py). It travels beside
+    the action, so what an action is (transform/) knows nothing of checkpoints."""
+
+    def ack(self) -> None: ...
+
+
 class ActionSink(Protocol):
-    async def put(self, action: Action) -> None:
-        """Takes an action; may wait (back-pressure). Its ticket is acknowledged once the action
+    async def put(self, action: Action, ticket: Ticket | None = None) -> None:
+        """Takes an action; may wait (back-pressure). `ticket` is acknowledged once the action
         is settled: indexed, found stale, or kept as a dead letter."""
         ...
 

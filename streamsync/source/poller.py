@@ -300,9 +300,8 @@ class ShardPoller:
             self._traces.append(trace)
         ticket = self._state.sent(record, version, len(actions))
         for action in actions:
-            action.ack = ticket
             action.trace = trace
-            await self._sink.put(action)
+            await self._sink.put(action, ticket)
             if trace is not None:
                 trace.stage("queued", op=action.op, index=action.index)
 

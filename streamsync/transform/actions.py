@@ -12,7 +12,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 
@@ -24,12 +24,6 @@ from streamsync.transform.ids import document_id
 from streamsync.transform.records import StreamRecord, kept_attributes
 
 Op = Literal["index", "delete"]
-
-
-class Ticket(Protocol):
-    """What the sink acknowledges once an action is settled (the shard's pending record)."""
-
-    def ack(self) -> None: ...
 
 
 class TransformError(Exception):
@@ -55,7 +49,6 @@ class Action:
     version: int
     source: bytes | None  # the encoded document, for index actions
     origin: Origin
-    ack: Ticket | None = None
     trace: Trace | None = None
 
 

@@ -26,6 +26,7 @@ from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import SearchEngine
+from streamsync.sink.ports import Ticket
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, ChangeRecord, Origin
@@ -595,18 +596,17 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
     lanes = asyncio.create_task(indexer.run())
     tracker = AckTracker()
 
-    def action(doc_id: str, version: int, document: dict[str, Any] | None) -> Action:
+    def action(doc_id: str, version: int, document: dict[str, Any] | None) -> tuple[Action, Ticket]:
         op = "index" if document is not None else "delete"
         source = orjson.dumps(document) if document is not None else None
         act = Action(op, index_name, doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
-        act.ack = tracker.register(version, version, 1)
-        return act
+        return act, tracker.register(version, version, 1)
 
     try:
-        await indexer.put(action("gone", 10, {"n": 1}))
-        await indexer.put(action("probe", 10, {"n": 1}))
+        await indexer.put(*action("gone", 10, {"n": 1}))
+        await indexer.put(*action("probe", 10, {"n": 1}))
         await indexer.drain()
-        await indexer.put(action("gone", 20, None))
+        await indexer.put(*action("gone", 20, None))
         await probe.request(
             "DELETE",
             f"/{index_name}/_doc/probe",
@@ -628,7 +628,7 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
             return True
 
         await eventually(delete_forgotten, within=30)
-        await indexer.put(action("gone", 10, {"n": 1}))  # the old image, late
+        await indexer.put(*action("gone", 10, {"n": 1}))  # the old image, late
         await indexer.drain()
     finally:
         await indexer.close()

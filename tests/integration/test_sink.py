@@ -20,6 +20,7 @@ from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.cluster import cluster_problems
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
 from streamsync.sink.engine import SearchEngine
+from streamsync.sink.ports import Ticket
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
@@ -29,12 +30,14 @@ from tests.support.search import Probe, Target, engine_for, every_engine
 ODD_IDS = ["a/b", "c|d", "e%20f", "g h", "ünï-ç∅dé", "h!i@j:k", "x?y#z&w=1+2", "*,;"]
 
 
-def make(index: str, doc_id: str, version: int, document: Any, tracker: AckTracker) -> Action:
+def make(
+    index: str, doc_id: str, version: int, document: Any, tracker: AckTracker
+) -> tuple[Action, Ticket]:
+    """An action and, beside it, the ticket its settlement acknowledges."""
     op = "delete" if document is None else "index"
     source = None if document is None else orjson.dumps(document)
     act = Action(op, index, doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
-    act.ack = tracker.register(version, version, 1)
-    return act
+    return act, tracker.register(version, version, 1)
 
 
 @pytest.fixture
@@ -45,7 +48,10 @@ async def engine(target: Target) -> AsyncIterator[SearchEngine]:
 
 
 async def index_all(
-    engine: SearchEngine, actions: list[Action], rejected: list[dict[str, Any]], **bulk: Any
+    engine: SearchEngine,
+    actions: list[tuple[Action, Ticket]],
+    rejected: list[dict[str, Any]],
+    **bulk: Any,
 ) -> Metrics:
     async def on_rejected(_: Action, error: dict[str, Any]) -> None:
         rejected.append(error)
@@ -55,8 +61,8 @@ async def index_all(
     await tombstones.ensure_template()
     indexer = BulkIndexer(engine, BulkConfig(**bulk), metrics, on_rejected, tombstones)
     lanes = asyncio.create_task(indexer.run())
-    for act in actions:
-        await indexer.put(act)
+    for act, ticket in actions:
+        await indexer.put(act, ticket)
     await indexer.drain()
     await indexer.close()
     await lanes

@@ -14,6 +14,7 @@ from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import Unreachable
+from streamsync.sink.ports import Ticket
 from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
 
@@ -58,11 +59,13 @@ class FakeCluster:
         return {"errors": any("error" in next(iter(r.values())) for r in results), "items": results}
 
 
-def action(doc_id: str, version: int, tracker: AckTracker, op: str = "index") -> Action:
+def action(
+    doc_id: str, version: int, tracker: AckTracker, op: str = "index"
+) -> tuple[Action, Ticket]:
+    """An action and, beside it, the ticket its settlement acknowledges."""
     source = orjson.dumps({"id": doc_id, "v": version}) if op == "index" else None
     act = Action(op, "idx", doc_id, version, source, Origin("t", "shard-1", version, {}))  # type: ignore[arg-type]
-    act.ack = tracker.register(version, version, 1)
-    return act
+    return act, tracker.register(version, version, 1)
 
 
 @pytest.fixture
@@ -89,8 +92,8 @@ async def test_later_actions_on_a_document_replace_earlier_ones_in_a_batch(
     indexer, task = await start(cluster, rejected, max_in_flight=1, flush_interval_seconds=0.2)
     tracker = AckTracker()
     for version in range(1, 6):
-        await indexer.put(action("hot", version, tracker))
-    await indexer.put(action("cold", 6, tracker))
+        await indexer.put(*action("hot", version, tracker))
+    await indexer.put(*action("cold", 6, tracker))
     cluster.gate.set()
     await indexer.drain()
     await indexer.close()
@@ -128,7 +131,7 @@ async def test_a_document_is_never_in_two_requests_at_once(
     indexer, task = await start(cluster, rejected, max_in_flight=4, max_actions=3)
     tracker = AckTracker()
     for version in range(1, 200):
-        await indexer.put(action(f"doc-{version % 7}", version, tracker))
+        await indexer.put(*action(f"doc-{version % 7}", version, tracker))
         await asyncio.sleep(0.002)  # actions keep arriving while requests are in flight
     await indexer.drain()
     await indexer.close()
@@ -153,7 +156,7 @@ async def test_throttled_items_are_retried_and_acknowledged_after(
     indexer, task = await start(cluster, rejected, max_in_flight=1, flush_interval_seconds=0.05)
     tracker = AckTracker()
     for n, doc in enumerate(["a", "b", "c"], start=1):
-        await indexer.put(action(doc, n, tracker))
+        await indexer.put(*action(doc, n, tracker))
     await indexer.drain()
     await indexer.close()
     await task
@@ -177,7 +180,7 @@ async def test_version_conflicts_count_as_success_and_bad_documents_are_rejected
     indexer, task = await start(cluster, rejected)
     tracker = AckTracker()
     for n, doc in enumerate(["stale", "bad", "fine"], start=1):
-        await indexer.put(action(doc, n, tracker))
+        await indexer.put(*action(doc, n, tracker))
     await indexer.drain()
     await indexer.close()
     await task
@@ -194,7 +197,7 @@ async def test_an_unreachable_cluster_is_retried_until_it_answers(
     cluster.fail_requests = 3
     indexer, task = await start(cluster, rejected)
     tracker = AckTracker()
-    await indexer.put(action("a", 1, tracker))
+    await indexer.put(*action("a", 1, tracker))
     await asyncio.sleep(0.05)
     assert indexer.failing_since is not None
     await indexer.drain()
@@ -217,7 +220,7 @@ async def test_a_full_queue_makes_producers_wait(
     async def produce() -> None:
         nonlocal accepted
         for version in range(1, 50):
-            await indexer.put(action(f"d{version}", version, tracker))
+            await indexer.put(*action(f"d{version}", version, tracker))
             accepted += 1
 
     producer = asyncio.create_task(produce())

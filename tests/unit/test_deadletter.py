@@ -283,8 +283,7 @@ async def test_a_version_conflict_is_counted_as_stale_never_as_indexed_nor_dead(
     lanes = asyncio.create_task(indexer.run())
     tracker = AckTracker()
     older = Action("index", "idx", "a", 3, b'{"n":1}', Origin("orders", "s", 3, {}))
-    older.ack = tracker.register(3, 3, 1)
-    await indexer.put(older)
+    await indexer.put(older, tracker.register(3, 3, 1))
     await indexer.drain()
     await indexer.close()
     await lanes
