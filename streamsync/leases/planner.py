@@ -115,7 +115,19 @@ def plan(
     """`workers`: the workers whose heartbeats are fresh, per stream ARN those that read it (as
     `live_workers` gives them), or just ids, of workers that read every stream of `leases`. This
     worker reads every stream of `leases` (pass only the leases of the streams it reads)."""
-    rng = rng or random.Random()
+    cycle = _Cycle(me, expired, ready, rng or random.Random())
+    for readers, candidates in _groups(leases, me, ready, workers).items():
+        cycle.balance(readers, candidates)
+    return cycle.decided()
+
+
+def _groups(
+    leases: Iterable[Lease],
+    me: str,
+    ready: Callable[[Lease], bool],
+    workers: Iterable[str] | Mapping[str, Iterable[str]],
+) -> dict[frozenset[str], list[Lease]]:
+    """The leases to balance, grouped by the workers that read their streams."""
     if isinstance(workers, Mapping):
         announced = {stream: frozenset(ids) | {me} for stream, ids in workers.items()}
         everywhere = frozenset({me})
@@ -127,10 +139,25 @@ def plan(
         if not lease.finished and (lease.owner is not None or ready(lease)):
             readers = announced.get(lease.stream_arn, everywhere)
             groups.setdefault(readers, []).append(lease)
-    decided = Plan()
-    chosen: list[tuple[tuple[bool, float, float], Lease]] = []
-    steals: list[tuple[int, list[Lease]]] = []  # (how far below target, the victim's leases)
-    for readers, candidates in groups.items():
+    return groups
+
+
+@dataclass
+class _Cycle:
+    """One planning cycle: each group of leases is balanced in turn, then the takes are ordered
+    and at most one steal is chosen over all groups."""
+
+    me: str
+    expired: dict[str, float]
+    ready: Callable[[Lease], bool]
+    rng: random.Random
+    plan: Plan = field(default_factory=Plan)
+    chosen: list[tuple[tuple[bool, float, float], Lease]] = field(default_factory=list)
+    steals: list[tuple[int, list[Lease]]] = field(default_factory=list)
+    """(how far below target, the victim's leases)"""
+
+    def balance(self, readers: frozenset[str], candidates: list[Lease]) -> None:
+        me, expired, ready = self.me, self.expired, self.ready
         live = [
             lease for lease in candidates if lease.owner is not None and lease.key not in expired
         ]
@@ -139,21 +166,21 @@ def plan(
         mine = load[me]
         if mine > target:  # then someone holds less: the group's leases fit workers * target
             streams = frozenset(lease.stream_arn for lease in candidates)
-            decided.release_from[streams] = mine - target
-            decided.release += mine - target
-            continue
+            self.plan.release_from[streams] = mine - target
+            self.plan.release += mine - target
+            return
         if mine >= target:
-            continue
+            return
         # Expired first, the longest expired first; then free leases; ties in random order.
         available = [
-            ((lease.owner is None, expired.get(lease.key, 0.0), rng.random()), lease)
+            ((lease.owner is None, expired.get(lease.key, 0.0), self.rng.random()), lease)
             for lease in candidates
             if ready(lease) and (lease.owner is None or lease.key in expired)
         ]
         if available:
             available.sort(key=lambda pair: pair[0])
-            chosen += available[: target - mine]
-            continue
+            self.chosen += available[: target - mine]
+            return
         busiest, busiest_load = max(
             ((worker, n) for worker, n in load.items() if worker != me),
             key=lambda pair: pair[1],
@@ -162,14 +189,16 @@ def plan(
         if busiest is None or not (
             busiest_load > target or (busiest_load == target and mine < target - 1)
         ):
-            continue
+            return
         victims = [lease for lease in live if lease.owner == busiest and ready(lease)]
         if victims:
-            steals.append((target - mine, victims))
-    chosen.sort(key=lambda pair: pair[0])
-    decided.take = [lease for _, lease in chosen]
-    if steals:  # one per cycle: where this worker is furthest below target
-        furthest = max(short for short, _ in steals)
-        tied = [victims for short, victims in steals if short == furthest]
-        decided.steal = rng.choice(tied[0] if len(tied) == 1 else rng.choice(tied))
-    return decided
+            self.steals.append((target - mine, victims))
+
+    def decided(self) -> Plan:
+        self.chosen.sort(key=lambda pair: pair[0])
+        self.plan.take = [lease for _, lease in self.chosen]
+        if self.steals:  # one per cycle: where this worker is furthest below target
+            furthest = max(short for short, _ in self.steals)
+            tied = [victims for short, victims in self.steals if short == furthest]
+            self.plan.steal = self.rng.choice(tied[0] if len(tied) == 1 else self.rng.choice(tied))
+        return self.plan

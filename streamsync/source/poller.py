@@ -25,6 +25,7 @@ from streamsync.observability.metrics import Metrics
 from streamsync.observability.trace import Trace
 from streamsync.retry import retry_transient
 from streamsync.sink.ports import ActionSink
+from streamsync.source.client import RecordsPage
 from streamsync.source.ports import StreamReader
 from streamsync.source.shard_state import ShardState
 from streamsync.source.shards import records_may_be_lost
@@ -142,56 +143,69 @@ class ShardPoller:
         while not self._stopping.is_set():
             if not self._held.usable:
                 return _Outcome.LEASE_GONE
-            try:
-                if iterator is None:
-                    outcome, iterator = await self._iterator()
-                    if outcome is not None:
-                        return outcome
-                    if iterator is None:
-                        continue
-                page = await retry_transient(
-                    lambda it=iterator: self._api.get_records(it, self._polling.max_records),  # type: ignore[misc]
-                    "GetRecords",
-                    is_transient,
-                    **self._fields,
-                )
-            except AwsError as error:
-                if error.code == "ExpiredIteratorException":
-                    log.info(
-                        "iterator expired; resuming after the last record read", extra=self._fields
-                    )
-                    iterator = None
-                    continue
-                if error.code not in RECORDS_GONE:
-                    raise
-                outcome, iterator = await self._records_lost(error.code)
-                if outcome is not None:
-                    return outcome
-                continue
+            outcome, iterator, page = await self._next_page(iterator)
+            if outcome is not None:
+                return outcome
+            if page is None:
+                continue  # a new iterator first
             self._metrics.get_records_calls.labels(self.lease.table).inc()
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
-            records: list[StreamRecord] = []
-            for raw in page.records:
-                if (record := await self._parsed(raw)) is not None:
-                    await self._process(record)
-                    records.append(record)
-            self._state.page_read(records)
+            await self._take_in(page)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
-            if page.records:
-                wait = 0.0
-                continue
-            self._metrics.empty_polls.labels(self.lease.table).inc()
-            wait = min(
-                max(wait * 2, self._polling.idle_wait_min_seconds),
-                self._polling.idle_wait_max_seconds,
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._stopping.wait()
+            wait = 0.0 if page.records else await self._idle(wait)
         return _Outcome.STOPPED
+
+    async def _next_page(
+        self, iterator: str | None
+    ) -> tuple[_Outcome | None, str | None, RecordsPage | None]:
+        """(why reading ends, or None; the iterator to go on from; the page read, or None when
+        an iterator must be opened first: none yet, expired, or after records were lost)."""
+        try:
+            if iterator is None:
+                outcome, iterator = await self._iterator()
+                if outcome is not None or iterator is None:
+                    return outcome, None, None
+            page = await retry_transient(
+                lambda it=iterator: self._api.get_records(it, self._polling.max_records),  # type: ignore[misc]
+                "GetRecords",
+                is_transient,
+                **self._fields,
+            )
+        except AwsError as error:
+            if error.code == "ExpiredIteratorException":
+                log.info(
+                    "iterator expired; resuming after the last record read", extra=self._fields
+                )
+                return None, None, None
+            if error.code not in RECORDS_GONE:
+                raise
+            outcome, iterator = await self._records_lost(error.code)
+            return outcome, iterator, None
+        return None, iterator, page
+
+    async def _take_in(self, page: RecordsPage) -> None:
+        records: list[StreamRecord] = []
+        for raw in page.records:
+            if (record := await self._parsed(raw)) is not None:
+                await self._process(record)
+                records.append(record)
+        self._state.page_read(records)
+
+    async def _idle(self, wait: float) -> float:
+        """An empty poll: waits twice as long as after the last one, within the configured
+        bounds (or until a stop); returns how long it waited."""
+        self._metrics.empty_polls.labels(self.lease.table).inc()
+        wait = min(
+            max(wait * 2, self._polling.idle_wait_min_seconds),
+            self._polling.idle_wait_max_seconds,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._stopping.wait()
+        return wait
 
     async def _records_lost(self, why: str) -> tuple[_Outcome | None, str | None]:
         """The position to read from fell out of the stream's retention (or the shard is gone):
