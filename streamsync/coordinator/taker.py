@@ -22,7 +22,7 @@ from streamsync.coordinator.scan import LeaseScanner, Snapshot
 from streamsync.coordinator.shared import Source, Worker, guarded
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import Lease
-from streamsync.leases.planner import ExpiryClock, plan
+from streamsync.leases.planner import ExpiryClock, Plan, plan
 from streamsync.leases.requests import LeaseLost
 from streamsync.retry import retry_transient
 from streamsync.source.poller import ShardPoller
@@ -46,9 +46,12 @@ class Taker:
         self._readers = readers
         self._writes = writes
         self._expiry = ExpiryClock(worker.config.leases.failover_seconds)
+        self._quick_until = 0.0  # quick cycles end then (see _pause); 0: not in quick cycles
+        self._steal_after = 0.0  # one steal per half failover time, quick cycles or not
 
     async def run(self) -> None:
-        """Runs cycles until `stopping` is set."""
+        """Runs cycles until `stopping` is set: every half failover time, or sooner when woken
+        (a shard ended) or when others are about to give this worker its share (see `_pause`)."""
         loop = asyncio.get_running_loop()
         next_discovery = 0.0
         while not self._worker.stopping.is_set():
@@ -58,13 +61,25 @@ class Taker:
                     known = snapshot.setdefault(source.stream_arn, {})
                     await guarded(source, lambda s=source, k=known: self._discovery.discover(s, k))  # type: ignore[misc]
                 next_discovery = loop.time() + self._worker.config.leases.discovery_interval_seconds
-            await self._take(snapshot)
+            pause = self._pause(await self._take(snapshot), loop.time())
             self._worker.wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._worker.config.leases.failover_seconds / 2):
+                async with asyncio.timeout(pause):
                     await _first(self._worker.wake.wait(), self._worker.stopping.wait())
 
-    async def _take(self, snapshot: Snapshot) -> None:
+    def _pause(self, decided: Plan, now: float) -> float:
+        """Half a failover time; a twelfth while others hold more than their share and give
+        leases up for this worker (a lease they release would otherwise sit unread until the
+        next cycle), for one failover time at most, so a worker that never sheds costs little."""
+        failover = self._worker.config.leases.failover_seconds
+        if not decided.releases_expected:
+            self._quick_until = 0.0
+            return failover / 2
+        if self._quick_until == 0.0:
+            self._quick_until = now + failover
+        return failover / 12 if now < self._quick_until else failover / 2
+
+    async def _take(self, snapshot: Snapshot) -> Plan:
         # Only the streams this worker reads, as its heartbeat lists them: a table that stopped
         # is not balanced here any more (counted, it would merge its readers' groups with this
         # worker's and make it aim for a share it cannot read).
@@ -92,6 +107,11 @@ class Taker:
                 if lease.owner == self._worker.id and lease.stream_arn in streams
             }
             self._readers.give_up(count, still_mine)
+        now = asyncio.get_running_loop().time()
+        if decided.steal is not None and now >= self._steal_after:
+            self._steal_after = now + self._worker.config.leases.failover_seconds / 2
+        else:
+            decided.steal = None
         chosen = [*decided.take, *([decided.steal] if decided.steal else [])]
         for lease in chosen:
             if lease.owner not in (None, self._worker.id):
@@ -107,6 +127,7 @@ class Taker:
             )
             for lease in chosen
         )
+        return decided
 
     def _ready(self, lease: Lease, snapshot: Snapshot) -> bool:
         source = self._worker.sources[lease.stream_arn]

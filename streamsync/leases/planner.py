@@ -102,6 +102,9 @@ class Plan:
     release: int = 0  # how many of its leases this worker should give up for others, in all
     # Where from: the streams of a group -> how many of its leases of those streams to give up.
     release_from: dict[frozenset[str], int] = field(default_factory=dict)
+    releases_expected: bool = False
+    """This worker is below its share where another is above it: that one gives leases up at
+    its next cycle, and this one should look again soon rather than a whole cycle later."""
 
 
 def plan(
@@ -171,6 +174,8 @@ class _Cycle:
             return
         if mine >= target:
             return
+        if any(n > target for worker, n in load.items() if worker != me):
+            self.plan.releases_expected = True
         # Expired first, the longest expired first; then free leases; ties in random order.
         available = [
             ((lease.owner is None, expired.get(lease.key, 0.0), self.rng.random()), lease)

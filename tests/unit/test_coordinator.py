@@ -44,21 +44,21 @@ async def until(condition: Callable[[], bool], within: float, what: str) -> floa
     return loop.time() - started
 
 
-async def one_shard_each(a: Running, b: Running) -> None:
-    """Until each worker holds one shard, and still the same one a failover time later: while
-    they balance, a shard can be given up by one and stolen by the other in the same cycle."""
+async def settled(workers: list[Running], each: int) -> None:
+    """Until every worker holds `each` shards, and still the same ones a failover time later:
+    while they balance, a shard can be given up by one and stolen by another in the same cycle."""
     while True:
-        await until(lambda: len(a.held()) == len(b.held()) == 1, 30, "one shard each")
-        held = (a.held(), b.held())
+        await until(lambda: all(len(w.held()) == each for w in workers), 60, f"{each} each")
+        held = [w.held() for w in workers]
         await asyncio.sleep(FAILOVER)
-        if (a.held(), b.held()) == held:
+        if [w.held() for w in workers] == held:
             return
 
 
 async def test_two_workers_share_the_shards_evenly_and_read_them_all() -> None:
     stream, leases = stream_of(4), InMemoryLeases()
     a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
-    await until(lambda: len(a.held()) == len(b.held()) == 2, 30, "two shards each")
+    await settled([a, b], 2)
     assert a.held().isdisjoint(b.held())
     for n in range(4):
         write(stream, f"shard-{n}", f"k{n}")
@@ -75,7 +75,7 @@ async def test_a_stopping_worker_hands_its_shards_over_without_a_failover_wait()
     checkpoints: nothing a read is read again, nothing written meanwhile is missed."""
     stream, leases = stream_of(2), InMemoryLeases()
     a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
-    await one_shard_each(a, b)
+    await settled([a, b], 1)
     (shard,) = a.held()
     write(stream, shard, "before")
     await asyncio.sleep(2)
@@ -98,7 +98,7 @@ async def test_a_worker_whose_renewals_hang_stops_reading_and_the_other_takes_ov
     checkpoint. Written during the outage or after, every record reaches b's index."""
     stream, leases = stream_of(2), InMemoryLeases()
     a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
-    await one_shard_each(a, b)
+    await settled([a, b], 1)
     (shard,) = a.held()
     write(stream, shard, "before")
     await asyncio.sleep(2)
@@ -136,3 +136,49 @@ async def test_a_split_shard_finishes_before_its_children_are_read() -> None:
     assert len(versions) == 2
     assert versions == sorted(versions)
     await a.stop()
+
+
+async def test_a_fourth_worker_takes_its_share_with_short_pauses() -> None:
+    """Three workers hold 12 shards, records keep coming; a fourth joins. It gets its three
+    shards while no shard's checkpoint stands still longer than half a failover time (a hand-off:
+    the old owner's last checkpoint, the new owner's first). The others give up a shard each for
+    it at their next cycle; it used to find them only at its own next cycle, up to half a
+    failover time later, so the pause of a released shard alone could reach half a failover time
+    before the hand-off's own delays (over a failover time in tests/integration/test_leases.py
+    on a loaded machine). A worker below its share while others are above it now looks again
+    every twelfth of a failover time, for one failover time at most."""
+    stream, leases = stream_of(12), InMemoryLeases()
+    workers = [start_worker(name, stream, leases) for name in ("w1", "w2", "w3")]
+    await settled(workers, 4)
+    loop = asyncio.get_running_loop()
+    last: dict[str, tuple[str, float]] = {}
+    longest = 0.0
+
+    async def write_and_watch() -> None:
+        nonlocal longest
+        n = 0
+        while True:
+            n += 1
+            for shard in range(12):
+                write(stream, f"shard-{shard}", f"k{shard}-{n % 5}", n=str(n))
+            now = loop.time()
+            for lease in leases.leases.values():
+                checkpoint, since = last.get(lease.shard_id, (lease.checkpoint, now))
+                if checkpoint != lease.checkpoint:
+                    since = now
+                last[lease.shard_id] = (lease.checkpoint, since)
+                longest = max(longest, now - since)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(write_and_watch())
+    await asyncio.sleep(5)
+    before = len(leases.writes)
+    workers.append(start_worker("w4", stream, leases))
+    took = await until(lambda: all(len(w.held()) == 3 for w in workers), 60, "three each")
+    await asyncio.sleep(FAILOVER)
+    watcher.cancel()
+    moves = [op for op, _ in leases.writes[before:] if op in ("take", "release")]
+    assert moves.count("take") == 3, "a lease moves once: the share of the 4th, no more"
+    assert took <= FAILOVER / 2
+    assert longest <= FAILOVER / 4
+    await asyncio.gather(*(w.stop() for w in workers))
