@@ -314,7 +314,29 @@ def test_never_steals_an_expired_or_not_ready_lease() -> None:
 
 def test_no_steal_when_the_busiest_has_no_ready_lease() -> None:
     held = _owned("w", "w2", 6)
-    assert plan(held, "me", {}, _ready_unless(held)) == Plan()
+    # w2, above its share, gives leases up at its next cycle: "me" looks again soon.
+    assert plan(held, "me", {}, _ready_unless(held)) == Plan(releases_expected=True)
+
+
+@pytest.mark.parametrize(
+    ("others", "mine", "expected"),
+    [
+        ([6], 0, True),  # target 3: w0 gives 3 up for me
+        ([4, 4], 1, True),  # target 3: both above it
+        ([3, 3], 2, False),  # target 3: nobody above it
+        ([3], 3, False),  # at target: nothing to wait for
+        ([5], 5, False),  # target 5: balanced
+    ],
+)
+def test_releases_are_expected_while_others_hold_more_than_their_share(
+    others: list[int], mine: int, expected: bool
+) -> None:
+    leases = _owned("m", "me", mine)
+    for n, count in enumerate(others):
+        leases += _owned(f"o{n}-", f"w{n}", count)
+    workers = {"me", *(f"w{n}" for n in range(len(others)))}
+    decided = plan(leases, "me", {}, _always, random.Random(1), workers)
+    assert decided.releases_expected is expected
 
 
 @pytest.mark.parametrize(
