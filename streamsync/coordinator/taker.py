@@ -55,6 +55,9 @@ class Taker:
         loop = asyncio.get_running_loop()
         next_discovery = 0.0
         while not self._worker.stopping.is_set():
+            # Cleared before the scan: a wake-up during the cycle (a take lost to a release, a
+            # shard's end) calls for another cycle at once, not after the pause.
+            self._worker.wake.clear()
             snapshot = await self._scanner.scan()
             if loop.time() >= next_discovery:
                 for source in self._worker.sources.values():
@@ -62,7 +65,6 @@ class Taker:
                     await guarded(source, lambda s=source, k=known: self._discovery.discover(s, k))  # type: ignore[misc]
                 next_discovery = loop.time() + self._worker.config.leases.discovery_interval_seconds
             pause = self._pause(await self._take(snapshot), loop.time())
-            self._worker.wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await _first(self._worker.wake.wait(), self._worker.stopping.wait())
@@ -151,8 +153,11 @@ class Taker:
             with self._writes.taking():
                 taken = await retry_transient(take, "lease take", is_transient)
         except LeaseLost:
+            # Changed since the scan: taken by another worker, or released (a worker giving
+            # its share up for this one); a fresh scan tells which, without waiting a cycle.
             self._writes.answered(sent)
-            return  # another worker was faster
+            self._worker.wake.set()
+            return
         self._writes.answered(sent)
         self._worker.metrics.leases_taken.inc()
         held = HeldLease(self._worker.leases, taken, self._worker.config.leases.failover_seconds)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from streamsync.leases.model import SHARD_END, lease_key
+from streamsync.leases.model import SHARD_END, Lease, lease_key
 from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
 from tests.support.inmemory import (
     FAILOVER,
@@ -182,3 +182,23 @@ async def test_a_fourth_worker_takes_its_share_with_short_pauses() -> None:
     assert took <= FAILOVER / 2
     assert longest <= FAILOVER / 4
     await asyncio.gather(*(w.stop() for w in workers))
+
+
+async def test_a_take_lost_to_a_release_is_tried_again_at_once() -> None:
+    """Worker a takes a lease it saw expired; before its take lands, the old owner releases the
+    lease (a graceful hand-off racing a steal). The take is refused on its condition; a scans
+    again at once and takes the now free lease, instead of leaving it unread for a cycle (half
+    a failover time)."""
+    stream, leases = stream_of(1), InMemoryLeases()
+    key = lease_key(STREAM, "shard-0")
+    await leases.create(Lease(STREAM, "shard-0", "orders"))
+    leases.steal(key, "z")  # z holds it, and never renews it: expired after a failover time
+    leases.hang("take", owner="a")
+    a = start_worker("a", stream, leases)
+    await asyncio.sleep(2 * FAILOVER)  # a saw it expire, and its take hangs
+    assert a.held() == set()
+    await leases.release(leases.leases[key])  # z lets it go meanwhile
+    leases.resume()
+    took = await until(lambda: a.held() == {"shard-0"}, FAILOVER, "a takes the released lease")
+    assert took <= FAILOVER / 12
+    await a.stop()
