@@ -93,9 +93,10 @@ def streams_server() -> Iterator[StreamsServer]:
 
 @pytest.fixture
 def moto_endpoint(streams_server: StreamsServer) -> Iterator[str]:
-    """The endpoint URL; faults injected by a test end with it."""
+    """The endpoint URL; faults injected by a test, and the tables it created, end with it."""
     yield streams_server.endpoint_url
     streams_server.faults.clear()
+    streams_server.forget_tables()
 
 
 @pytest.fixture

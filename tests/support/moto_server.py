@@ -256,6 +256,15 @@ class StreamsServer:
         self._thread.start()
         return self.endpoint_url
 
+    def forget_tables(self) -> None:
+        """Drops every table (and stream iterator) the last test created. Tables are unique per
+        test, so nothing later needs them; kept, they grew the test process's heap by the
+        hundreds of thousands of objects over a suite run, and moto, which serves from that
+        process, answered ever slower under its garbage collections."""
+        with self._lock:
+            dynamodb_backends["123456789012"]["us-east-1"].tables.clear()
+            streams_sim.forget_iterators()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

@@ -247,6 +247,10 @@ class SimStream:
 _ITERATORS: OrderedDict[str, SimIterator] = OrderedDict()
 
 
+def forget_iterators() -> None:
+    _ITERATORS.clear()
+
+
 def stream_of(
     table_name: str, account_id: str = "123456789012", region: str = "us-east-1"
 ) -> SimStream:
