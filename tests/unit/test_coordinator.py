@@ -55,6 +55,20 @@ async def settled(workers: list[Running], each: int) -> None:
             return
 
 
+async def two_workers_a_record_read() -> tuple[
+    InMemoryStream, InMemoryLeases, Running, Running, str
+]:
+    """Workers a and b on two shards, one each, settled; the record "before" written into a's
+    shard and read."""
+    stream, leases = stream_of(2), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await settled([a, b], 1)
+    (shard,) = a.held()
+    write(stream, shard, "before")
+    await asyncio.sleep(2)
+    return stream, leases, a, b, shard
+
+
 async def test_two_workers_share_the_shards_evenly_and_read_them_all() -> None:
     stream, leases = stream_of(4), InMemoryLeases()
     a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
@@ -73,12 +87,7 @@ async def test_a_stopping_worker_hands_its_shards_over_without_a_failover_wait()
     """a stops gracefully: its readers checkpoint and release, b takes the shards within one of
     its cycles (half a failover time), not after the leases expire, and reads on from a's
     checkpoints: nothing a read is read again, nothing written meanwhile is missed."""
-    stream, leases = stream_of(2), InMemoryLeases()
-    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
-    await settled([a, b], 1)
-    (shard,) = a.held()
-    write(stream, shard, "before")
-    await asyncio.sleep(2)
+    stream, leases, a, b, shard = await two_workers_a_record_read()
     await a.stop()
     assert leases.leases[lease_key(STREAM, shard)].owner is None, "released"
     write(stream, shard, "after")
@@ -96,12 +105,7 @@ async def test_a_worker_whose_renewals_hang_stops_reading_and_the_other_takes_ov
     leases go a failover time unrenewed, before b may take them (b waits for the lease counter
     to stand still for a failover time by its own clock), and b reads on from a's last
     checkpoint. Written during the outage or after, every record reaches b's index."""
-    stream, leases = stream_of(2), InMemoryLeases()
-    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
-    await settled([a, b], 1)
-    (shard,) = a.held()
-    write(stream, shard, "before")
-    await asyncio.sleep(2)
+    stream, leases, a, b, shard = await two_workers_a_record_read()
     leases.hang("renew", "checkpoint", "take", "release", "finish", owner="a")
     write(stream, shard, "during")
     loop = asyncio.get_running_loop()
