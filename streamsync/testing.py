@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamsync.awsjson import AwsError
 from streamsync.leases import requests
-from streamsync.leases.model import SHARD_END, Lease, WorkerBeat
+from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, SHARD_END, Lease, WorkerBeat
 from streamsync.leases.requests import LeaseLost, LeaseWrite
 from streamsync.leases.table import LeaseScan
 from streamsync.sink.deadletter import DeadLetter
@@ -162,6 +162,15 @@ def _sequence_number(record: dict[str, Any]) -> int:
     return int(record["dynamodb"]["SequenceNumber"])
 
 
+class Landed(NamedTuple):
+    """A lease write that landed: what, on which lease, by which worker, when (loop time)."""
+
+    operation: str
+    key: str
+    by: str | None
+    at: float
+
+
 class InMemoryLeases:
     """The lease table with DynamoDB's conditions as `LeaseTable` states them: a create is
     refused when the lease exists, every other write when the lease moved on since the writer
@@ -176,8 +185,8 @@ class InMemoryLeases:
     def __init__(self, name: str = "leases") -> None:
         self.name = name
         self.leases: dict[str, Lease] = {}
-        self.heartbeats = InMemoryHeartbeats()
-        self.writes: list[tuple[str, str]] = []  # (operation, lease key), in the order landed
+        self.heartbeats = InMemoryHeartbeats(self._pass)
+        self.writes: list[Landed] = []  # in the order they landed
         self._hung: set[tuple[str, str | None]] = set()  # (operation, owner or None: anyone)
         self._resumed = asyncio.Event()
 
@@ -203,7 +212,7 @@ class InMemoryLeases:
         if lease.key in self.leases:
             return False
         self.leases[lease.key] = lease
-        self.writes.append(("create", lease.key))
+        self._landed("create", lease.key, lease.owner)
         return True
 
     async def take(self, seen: Lease, owner: str, index: str | None = None) -> Lease:
@@ -238,7 +247,7 @@ class InMemoryLeases:
         if stored is None or stored.counter != seen.counter:
             raise LeaseLost(seen)
         del self.leases[seen.key]
-        self.writes.append(("delete", seen.key))
+        self._landed("delete", seen.key, seen.owner)
 
     async def _write(
         self,
@@ -260,8 +269,11 @@ class InMemoryLeases:
         ):
             raise LeaseLost(seen)
         self.leases[seen.key] = write.lease
-        self.writes.append((operation, seen.key))
+        self._landed(operation, seen.key, by or seen.owner)
         return write.lease
+
+    def _landed(self, operation: str, key: str, by: str | None) -> None:
+        self.writes.append(Landed(operation, key, by, asyncio.get_running_loop().time()))
 
     async def _pass(self, operation: str, owner: str | None = None) -> None:
         while (operation, None) in self._hung or (operation, owner) in self._hung:
@@ -269,15 +281,21 @@ class InMemoryLeases:
 
 
 class InMemoryHeartbeats:
-    """Worker heartbeats as `Heartbeats` keeps them: a counter bumped by each beat."""
+    """Worker heartbeats as `Heartbeats` keeps them: a counter bumped by each beat. Beside
+    `InMemoryLeases`, `hang("beat", owner=...)` holds a worker's beats too."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: Callable[[str, str | None], Awaitable[None]] | None = None) -> None:
         self.beats: dict[str, WorkerBeat] = {}
+        self._gate = gate
 
     async def beat(self, worker_id: str, streams: Iterable[str]) -> None:
+        if self._gate is not None:
+            await self._gate("beat", worker_id)
         before = self.beats.get(worker_id)
         counter = before.counter + 1 if before is not None else 1
-        self.beats[worker_id] = WorkerBeat(worker_id, counter, frozenset(streams), time.time())
+        self.beats[worker_id] = WorkerBeat(
+            worker_id, counter, frozenset(streams), time.time(), LIVENESS_BY_HEARTBEAT
+        )
 
     async def remove(self, worker_id: str) -> None:
         self.beats.pop(worker_id, None)

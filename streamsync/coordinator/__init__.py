@@ -69,7 +69,10 @@ class Coordinator:
         writes = LeaseWrites(config.leases.failover_seconds)
         self._scanner = LeaseScanner(worker, heartbeats)
         self._discovery = Discovery(worker, self._scanner)
-        self._renewer = Renewer(worker, heartbeats, self._readers, writes)
+        scanner = self._scanner
+        self._renewer = Renewer(
+            worker, heartbeats, self._readers, writes, lambda: scanner.renewals_needed
+        )
         self._taker = Taker(worker, self._scanner, self._discovery, self._readers, writes)
 
     def problems(self) -> list[str]:

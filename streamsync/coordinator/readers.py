@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from streamsync.leases.held import HeldLease
+from streamsync.leases.model import Lease
 from streamsync.observability.metrics import Metrics
 from streamsync.supervise import failed
 
@@ -91,6 +92,22 @@ class Readers(Mapping[str, Reader]):
             fields=reader.held.fields,
         )
         self._wake.set()
+
+    def stop_taken(self, scanned: Iterable[Lease], me: str) -> None:
+        """Stops the readers of leases the scan shows written by another worker since this one
+        last wrote them (taken). Idle leases are not renewed one by one any more: without this a
+        reader would learn it lost its lease only at its next checkpoint."""
+        for lease in scanned:
+            reader = self._by_key.get(lease.key)
+            if reader is None or reader.held.closed or lease.owner == me:
+                continue
+            if lease.counter > reader.held.lease.counter:
+                reader.held.lost = True
+                log.warning(
+                    "lease taken by another worker; the shard's reader stops",
+                    extra=reader.held.fields,
+                )
+                reader.stop_now()
 
     def give_up(self, count: int, still_mine: set[str]) -> None:
         """Asks readers to hand their leases over gracefully (checkpoint, release) until `count`

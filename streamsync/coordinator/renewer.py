@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from streamsync import clock
 from streamsync.coordinator.lease_writes import (
@@ -26,9 +27,15 @@ log = logging.getLogger("streamsync.coordinator")
 
 class Renewer:
     def __init__(
-        self, worker: Worker, heartbeats: HeartbeatStore, readers: Readers, writes: LeaseWrites
+        self,
+        worker: Worker,
+        heartbeats: HeartbeatStore,
+        readers: Readers,
+        writes: LeaseWrites,
+        renewals_needed: Callable[[], bool],
     ) -> None:
         self._worker = worker
+        self._renewals_needed = renewals_needed
         self._heartbeats = heartbeats
         self._readers = readers
         self._writes = writes
@@ -40,7 +47,14 @@ class Renewer:
         sources = self._worker.sources.items()
         streams = [arn for arn, source in sources if source.failure is None]
         if streams:
+            sent = self._writes.tried()
             await self._heartbeats.beat(self._worker.id, streams)
+            self._writes.answered(sent)  # a lease-table write like the renewals (see failing)
+            if not self._renewals_needed():  # the others judge this worker's leases by this beat
+                listed = set(streams)
+                for reader in self._readers.values():
+                    if reader.held.lease.stream_arn in listed:
+                        reader.held.vouch(sent)
         else:  # it reads nothing: nobody may count it (and DynamoDB refuses an empty set)
             await self._heartbeats.remove(self._worker.id)
         self.heartbeat_at = clock.monotonic()
@@ -78,7 +92,8 @@ class Renewer:
                         reader.stop_now()
                     elif not reader.held.writing:  # a write in flight renews it when it lands
                         due.append(reader)
-                await asyncio.gather(*(self._renew(reader, gate, deadline) for reader in due))
+                if self._renewals_needed():  # a worker of an older version reads beside this one
+                    await asyncio.gather(*(self._renew(r, gate, deadline) for r in due))
         finally:
             if beat is not None:
                 beat.cancel()

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from streamsync.awsjson import is_transient
 from streamsync.coordinator.shared import Source, Worker
-from streamsync.leases.model import Lease, other_target, target_changed
-from streamsync.leases.planner import ExpiryClock, live_workers
+from streamsync.leases.model import Lease, WorkerBeat, other_target, target_changed
+from streamsync.leases.planner import ExpiryClock, live_workers, renewals_needed
 from streamsync.leases.ports import HeartbeatStore
 from streamsync.retry import retry_transient
 
@@ -32,6 +32,11 @@ class LeaseScanner:
         self._heartbeats = heartbeats
         self._worker_expiry = ExpiryClock(worker.config.leases.failover_seconds)
         self.live_workers: dict[str, set[str]] = {}  # stream ARN -> the live workers reading it
+        self.beats: list[WorkerBeat] = []  # as the last scan read them
+        self.stale_beats: dict[str, float] = {}  # of those, still for a failover time: since when
+        # Until a scan says otherwise, as if a worker of an older version were reading.
+        self.renewals_needed = True
+        self._me = worker.id
 
     async def scan(self) -> Snapshot:
         scan = await retry_transient(self._leases.scan, "lease scan", is_transient)
@@ -44,6 +49,8 @@ class LeaseScanner:
         now = asyncio.get_running_loop().time()
         stale = self._worker_expiry.expired(scan.workers, now)
         self.live_workers = live_workers(scan.workers, stale, self._sources)
+        self.beats, self.stale_beats = scan.workers, stale
+        self.renewals_needed = renewals_needed(scan.workers, stale, self._me)
         for beat in scan.workers:
             # A worker gone for a while (killed: it could not delete its own heartbeat).
             if (

@@ -22,7 +22,7 @@ from streamsync.coordinator.scan import LeaseScanner, Snapshot
 from streamsync.coordinator.shared import Source, Worker, guarded
 from streamsync.leases.held import HeldLease
 from streamsync.leases.model import Lease
-from streamsync.leases.planner import ExpiryClock, Plan, plan
+from streamsync.leases.planner import ExpiryClock, Plan, lease_expiry, plan
 from streamsync.leases.requests import LeaseLost
 from streamsync.retry import retry_transient
 from streamsync.source.poller import ShardPoller
@@ -91,7 +91,13 @@ class Taker:
             if self._worker.sources[arn].failure is None
             for lease in by_shard.values()
         ]
-        expired = self._expiry.expired(leases, asyncio.get_running_loop().time())
+        expired = lease_expiry(
+            leases,
+            self._expiry.expired(leases, asyncio.get_running_loop().time()),
+            self._scanner.beats,
+            self._scanner.stale_beats,
+        )
+        self._readers.stop_taken(leases, self._worker.id)
         for lease in leases:
             if lease.owner == self._worker.id and lease.key not in self._readers:
                 expired[lease.key] = 0.0  # ours but not being read (a reader failed): retake

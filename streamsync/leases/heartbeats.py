@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamsync.awsjson import AwsError
 from streamsync.leases import requests
-from streamsync.leases.model import WorkerBeat, worker_key
+from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, WorkerBeat, worker_key
 from streamsync.leases.requests import KEY, Request
 
 if TYPE_CHECKING:
@@ -32,13 +32,14 @@ def beat(table: str, worker_id: str, streams: Iterable[str], now: float) -> Requ
             "Key": {KEY: {"S": worker_key(worker_id)}},
             "UpdateExpression": (
                 "SET kind = :kind, workerId = :id, streams = :streams, renewedAt = :now, "
-                "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
+                "protocol = :protocol, leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
             ),
             "ExpressionAttributeValues": {
                 ":kind": {"S": WORKER_KIND},
                 ":id": {"S": worker_id},
                 ":streams": {"SS": sorted(streams)},
                 ":now": {"N": f"{now:.3f}"},
+                ":protocol": {"N": str(LIVENESS_BY_HEARTBEAT)},
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
             },
@@ -53,6 +54,7 @@ def from_item(item: dict[str, Any]) -> WorkerBeat:
         counter=int(item["leaseCounter"]["N"]),
         streams=frozenset(item.get("streams", {}).get("SS", [])),
         renewed_at=float(renewed["N"]) if renewed else None,
+        protocol=int(item.get("protocol", {"N": "1"})["N"]),
     )
 
 

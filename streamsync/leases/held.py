@@ -46,6 +46,13 @@ class HeldLease:
         may have taken it by now."""
         return clock.monotonic() - self.renewed_at > self._failover
 
+    def vouch(self, sent: float) -> None:
+        """This worker's heartbeat, sent at `sent` (clock.monotonic) and listing this lease's
+        stream, landed: for workers that judge leases by heartbeat, that renews the lease as a
+        renewal sent then would. A lease already lost stays lost."""
+        if not self.lost:
+            self.renewed_at = max(self.renewed_at, sent)
+
     @property
     def usable(self) -> bool:
         return not self.lost and not self.expired_locally()

@@ -83,6 +83,9 @@ class WorkerBeat:
     counter: int
     streams: frozenset[str] = frozenset()  # the streams it reads: deployments can share a table
     renewed_at: float | None = field(default=None, compare=False)
+    protocol: int = 1
+    """1: its leases live by their own renewals; 2 (LIVENESS_BY_HEARTBEAT): they live while
+    this heartbeat moves and lists their stream, and are written only when they change."""
 
     @property
     def key(self) -> str:
@@ -91,6 +94,9 @@ class WorkerBeat:
     @property
     def owner(self) -> str:
         return self.worker_id
+
+
+LIVENESS_BY_HEARTBEAT = 2
 
 
 def worker_key(worker_id: str) -> str:

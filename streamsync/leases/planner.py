@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streamsync.leases.model import Lease, WorkerBeat
+from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, Lease, WorkerBeat
 
 
 class Observed(Protocol):
@@ -93,6 +93,45 @@ def live_workers(
                 if stream in readers:
                     readers[stream].add(beat.worker_id)
     return readers
+
+
+def lease_expiry(
+    leases: Iterable[Lease],
+    by_counter: dict[str, float],
+    beats: Iterable[WorkerBeat],
+    stale_beats: dict[str, float],
+) -> dict[str, float]:
+    """The owned leases another worker may take: key -> since when. A lease whose owner proves
+    it alive by heartbeat (protocol 2) and lists the lease's stream there lives while that
+    heartbeat moves: it expires once the heartbeat stood still for a failover time. Any other
+    lease (an owner of an older version, one that left, or one that no longer reads the stream)
+    lives by its own counter, as `by_counter` (an ExpiryClock over the leases) says."""
+    by_worker = {beat.worker_id: beat for beat in beats}
+    expired: dict[str, float] = {}
+    for lease in leases:
+        if lease.owner is None:
+            continue
+        beat = by_worker.get(lease.owner)
+        if (
+            beat is not None
+            and beat.protocol >= LIVENESS_BY_HEARTBEAT
+            and lease.stream_arn in beat.streams
+        ):
+            if beat.key in stale_beats:
+                expired[lease.key] = stale_beats[beat.key]
+        elif lease.key in by_counter:
+            expired[lease.key] = by_counter[lease.key]
+    return expired
+
+
+def renewals_needed(beats: Iterable[WorkerBeat], stale_beats: dict[str, float], me: str) -> bool:
+    """Leases are still renewed one by one while a live worker of an older version judges them
+    by their own counters (during a rolling upgrade): it would take them as expired otherwise."""
+    return any(
+        beat.protocol < LIVENESS_BY_HEARTBEAT
+        for beat in beats
+        if beat.key not in stale_beats and beat.worker_id != me
+    )
 
 
 @dataclass

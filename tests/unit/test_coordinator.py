@@ -100,13 +100,13 @@ async def test_a_stopping_worker_hands_its_shards_over_without_a_failover_wait()
 
 
 async def test_a_worker_whose_renewals_hang_stops_reading_and_the_other_takes_over() -> None:
-    """Every lease write of worker a hangs (a black-holed connection to DynamoDB): renewals,
-    checkpoints, takes, releases. a's readers stop once their
+    """Every lease-table write of worker a hangs (a black-holed connection to DynamoDB): its
+    heartbeat, renewals, checkpoints, takes, releases. a's readers stop once their
     leases go a failover time unrenewed, before b may take them (b waits for the lease counter
     to stand still for a failover time by its own clock), and b reads on from a's last
     checkpoint. Written during the outage or after, every record reaches b's index."""
     stream, leases, a, b, shard = await two_workers_a_record_read()
-    leases.hang("renew", "checkpoint", "take", "release", "finish", owner="a")
+    leases.hang("renew", "checkpoint", "take", "release", "finish", "beat", owner="a")
     write(stream, shard, "during")
     loop = asyncio.get_running_loop()
     hung_at = loop.time()
@@ -181,7 +181,7 @@ async def test_a_fourth_worker_takes_its_share_with_short_pauses() -> None:
     took = await until(lambda: all(len(w.held()) == 3 for w in workers), 60, "three each")
     await asyncio.sleep(FAILOVER)
     watcher.cancel()
-    moves = [op for op, _ in leases.writes[before:] if op in ("take", "release")]
+    moves = [w.operation for w in leases.writes[before:] if w.operation in ("take", "release")]
     assert moves.count("take") == 3, "a lease moves once: the share of the 4th, no more"
     assert took <= FAILOVER / 2
     assert longest <= FAILOVER / 4
@@ -206,3 +206,59 @@ async def test_a_take_lost_to_a_release_is_tried_again_at_once() -> None:
     took = await until(lambda: a.held() == {"shard-0"}, FAILOVER, "a takes the released lease")
     assert took <= FAILOVER / 12
     await a.stop()
+
+
+async def test_a_worker_whose_heartbeats_fail_stops_checkpointing_before_its_leases_are_taken() -> (
+    None
+):
+    """Idle leases are not renewed one by one: they live by their owner's heartbeat. Worker a's
+    heartbeats hang from some moment (its other writes still go through): its readers stop, and
+    with them its checkpoints, before b may take any of its leases (b waits until a's heartbeat
+    stood still for a failover time by b's clock; a's leases count only from a's last beat that
+    landed). Records keep coming throughout, and all of them reach an index."""
+    stream, leases = stream_of(2), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await settled([a, b], 1)
+    (shard,) = a.held()
+    key = lease_key(STREAM, shard)
+
+    async def keep_writing() -> None:
+        for n in range(400):
+            write(stream, shard, f"k{n}")
+            await asyncio.sleep(0.1)
+
+    writer = asyncio.create_task(keep_writing())
+    await asyncio.sleep(3)
+    leases.hang("beat", owner="a")
+    await until(lambda: shard in b.held(), 4 * FAILOVER, "b takes a's shard")
+    taken_at = min(
+        w.at for w in leases.writes if w.key == key and w.operation == "take" and w.by == "b"
+    )
+    a_checkpoints = [
+        w.at for w in leases.writes if w.key == key and w.operation == "checkpoint" and w.by == "a"
+    ]
+    assert a_checkpoints, "a checkpointed while it was alive"
+    assert max(a_checkpoints) < taken_at
+    await writer
+    await asyncio.sleep(3)
+    assert all(indexed(a.sink, f"k{n}") or indexed(b.sink, f"k{n}") for n in range(400))
+    leases.resume()
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_idle_leases_cost_no_lease_writes() -> None:
+    """Two workers, eight idle shards, ten minutes of loop time: the only lease-table writes
+    are the heartbeats (one per worker every third of a failover time); the lease items are
+    written only when they change (here: the takes that balanced them)."""
+    stream, leases = stream_of(8), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await settled([a, b], 4)
+    before = len(leases.writes)
+    beats = {name: leases.heartbeats.beats[name].counter for name in ("a", "b")}
+    await asyncio.sleep(600)
+    assert leases.writes[before:] == []
+    assert a.held() | b.held() == {f"shard-{n}" for n in range(8)}, "and still held, read"
+    for name, counter in beats.items():
+        beaten = leases.heartbeats.beats[name].counter - counter
+        assert 600 / (FAILOVER / 3) - 2 <= beaten <= 600 / (FAILOVER / 3) + 2
+    await asyncio.gather(a.stop(), b.stop())

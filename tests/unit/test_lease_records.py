@@ -18,7 +18,7 @@ T = "leases"
 NOW = 1700000000.25
 
 
-def test_heartbeats_bump_their_counter_and_name_their_streams() -> None:
+def test_heartbeats_bump_their_counter_name_their_streams_and_their_protocol() -> None:
     assert heartbeats.beat(T, "w1", ["arn:b", "arn:a"], NOW) == Request(
         "UpdateItem",
         {
@@ -26,13 +26,14 @@ def test_heartbeats_bump_their_counter_and_name_their_streams() -> None:
             "Key": {KEY: {"S": "worker|w1"}},
             "UpdateExpression": (
                 "SET kind = :kind, workerId = :id, streams = :streams, renewedAt = :now, "
-                "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
+                "protocol = :protocol, leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
             ),
             "ExpressionAttributeValues": {
                 ":kind": {"S": "worker"},
                 ":id": {"S": "w1"},
                 ":streams": {"SS": ["arn:a", "arn:b"]},
                 ":now": {"N": "1700000000.250"},
+                ":protocol": {"N": "2"},
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
             },
@@ -52,6 +53,8 @@ def test_heartbeat_items() -> None:
     beat = heartbeats.from_item(item)
     assert beat == WorkerBeat("w1", 3, frozenset({"arn:a"}))
     assert beat.renewed_at == NOW
+    assert beat.protocol == 1, "an item of an older version: its leases live by their counters"
+    assert heartbeats.from_item({**item, "protocol": {"N": "2"}}).protocol == 2
 
 
 SEGMENT_BEGUN = {

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamsync.leases.model import SHARD_END, TRIM_HORIZON, Lease, WorkerBeat, worker_key
-from streamsync.leases.planner import ExpiryClock, Plan, live_workers, plan
+from streamsync.leases.planner import (
+    ExpiryClock,
+    Plan,
+    lease_expiry,
+    live_workers,
+    plan,
+    renewals_needed,
+)
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
 FAILOVER = 10.0
@@ -858,3 +865,40 @@ def _settle(
         if not changed:
             return rounds
     pytest.fail(f"still moving after {limit} rounds: {Counter(owner.values())}")
+
+
+def _beat(
+    worker: str, counter: int = 1, protocol: int = 2, streams: tuple[str, ...] = ()
+) -> WorkerBeat:
+    return WorkerBeat(worker, counter, frozenset(streams or (ARN,)), None, protocol)
+
+
+@pytest.mark.parametrize(
+    ("beat", "stale", "by_counter", "expired"),
+    [
+        (_beat("w"), False, False, False),  # heartbeat moving: alive, whatever its counter says
+        (_beat("w"), False, True, False),  # idle lease, no renewals: still alive
+        (_beat("w"), True, False, True),  # heartbeat still for a failover time: expired
+        (_beat("w", protocol=1), False, True, True),  # an older worker: by the lease's counter
+        (_beat("w", protocol=1), False, False, False),
+        (_beat("w", streams=("other",)), False, True, True),  # no longer reads it: by counter
+        (None, False, True, True),  # no heartbeat (left, or never had one): by counter
+        (None, False, False, False),
+    ],
+)
+def test_a_lease_lives_by_its_owners_heartbeat_when_the_owner_says_so(
+    beat: WorkerBeat | None, stale: bool, by_counter: bool, expired: bool
+) -> None:
+    lease = _lease("s1", "w")
+    beats = [beat] if beat is not None else []
+    stale_beats = {beat.key: 5.0} if beat is not None and stale else {}
+    counters = {lease.key: 7.0} if by_counter else {}
+    assert (lease.key in lease_expiry([lease], counters, beats, stale_beats)) is expired
+
+
+def test_leases_are_renewed_while_a_live_worker_of_an_older_version_reads() -> None:
+    old, new = _beat("old", protocol=1), _beat("new")
+    assert renewals_needed([old, new], {}, "me")
+    assert not renewals_needed([old, new], {old.key: 1.0}, "me"), "the old one is gone"
+    assert not renewals_needed([new], {}, "me")
+    assert not renewals_needed([_beat("me", protocol=1)], {}, "me"), "not counting itself"

@@ -37,7 +37,7 @@ async def test_a_closed_shard_is_read_to_its_end_then_finished_for_its_children(
     assert [indexed(sink, f"k{n}") for n in range(3)] == [
         {"pk": f"k{n}", "n": str(n)} for n in (0, 1, 2)
     ]
-    assert leases.writes[-1] == ("finish", lease.key), "the shard's end is the lease's last write"
+    assert leases.writes[-1][:2] == ("finish", lease.key), "the shard's end is the last write"
 
 
 async def test_checkpoints_never_pass_what_the_sink_has_acknowledged() -> None:
@@ -71,7 +71,7 @@ async def test_a_stop_waits_for_the_acknowledgements_then_checkpoints_and_releas
         await reading.task
     lease = leases.leases[lease_key(STREAM, "shard-1")]
     assert (lease.checkpoint, lease.owner) == (str(last), None)
-    assert [op for op, _ in leases.writes[-2:]] == ["checkpoint", "release"]
+    assert [w.operation for w in leases.writes[-2:]] == ["checkpoint", "release"]
 
 
 async def test_a_lease_lost_mid_batch_stops_the_reader_and_nothing_more_is_written() -> None:
