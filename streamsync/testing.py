@@ -189,6 +189,7 @@ class InMemoryLeases:
         self.writes: list[Landed] = []  # in the order they landed
         self._hung: set[tuple[str, str | None]] = set()  # (operation, owner or None: anyone)
         self._resumed = asyncio.Event()
+        self.held_up: list[tuple[str, str | None]] = []  # hung writes waiting: (operation, by)
 
     def hang(self, *operations: str, owner: str | None = None) -> None:
         self._hung.update((operation, owner) for operation in operations)
@@ -277,7 +278,11 @@ class InMemoryLeases:
 
     async def _pass(self, operation: str, owner: str | None = None) -> None:
         while (operation, None) in self._hung or (operation, owner) in self._hung:
-            await self._resumed.wait()
+            self.held_up.append((operation, owner))
+            try:
+                await self._resumed.wait()
+            finally:
+                self.held_up.remove((operation, owner))
 
 
 class InMemoryHeartbeats:

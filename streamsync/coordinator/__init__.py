@@ -24,6 +24,7 @@ from streamsync.coordinator.renewer import Renewer
 from streamsync.coordinator.scan import LeaseScanner
 from streamsync.coordinator.shared import Source, Worker
 from streamsync.coordinator.taker import Taker
+from streamsync.leases.liveness import Liveness
 from streamsync.leases.model import Lease
 from streamsync.leases.ports import HeartbeatStore, LeaseStore
 from streamsync.observability.metrics import Metrics
@@ -67,13 +68,11 @@ class Coordinator:
         )
         self._readers = Readers(metrics, worker.wake)
         writes = LeaseWrites(config.leases.failover_seconds)
-        self._scanner = LeaseScanner(worker, heartbeats)
+        liveness = Liveness(config.leases.failover_seconds)
+        self._scanner = LeaseScanner(worker, heartbeats, liveness)
         self._discovery = Discovery(worker, self._scanner)
-        scanner = self._scanner
-        self._renewer = Renewer(
-            worker, heartbeats, self._readers, writes, lambda: scanner.renewals_needed
-        )
-        self._taker = Taker(worker, self._scanner, self._discovery, self._readers, writes)
+        self._renewer = Renewer(worker, heartbeats, self._readers, writes, liveness)
+        self._taker = Taker(worker, self._scanner, self._discovery, self._readers, writes, liveness)
 
     def problems(self) -> list[str]:
         """What keeps this worker from doing its job, for readiness."""

@@ -1,8 +1,9 @@
-"""How this worker's lease writes (renewals and takes) fare, shared by the taker and the renewer.
+"""How this worker's lease writes (takes, checkpoints, renewals) fare, shared by the taker, the
+held leases and the renewer.
 
 A worker whose every lease write stalls or is refused cannot hold leases: it must stop announcing
-itself, or the others leave it a share of the shards that it only lets expire. Both flows write
-leases, so both report here when a write starts and when it is answered.
+itself, or the others leave it a share of the shards that it only lets expire. Every flow that
+writes leases reports here when a write is answered (a held lease through its `on_answered`).
 """
 
 from __future__ import annotations

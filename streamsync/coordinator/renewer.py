@@ -1,17 +1,19 @@
-"""The renewer: keeps every held lease, and this worker's heartbeat, alive.
+"""The renewer: keeps this worker's heartbeat, and with it every held lease, alive.
 
-It renews each held lease about three times per failover time, each renewal with a deadline of
-its own so that a stuck one never holds up the others, and stops a shard's reader the moment its
-lease is lost.
+It beats about three times per failover time; a beat that hangs never holds up the next (up to
+BEATS_AT_ONCE in flight). Leases live by the heartbeat (see Liveness); only while a worker of an
+older version reads beside does it renew each held lease too, each renewal with a deadline of its
+own so that a stuck one never holds up the others. It stops a shard's reader the moment its lease
+is lost or lapsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from streamsync import clock
+from streamsync.awsjson import AwsError, is_transient
 from streamsync.coordinator.lease_writes import (
     LEASE_WRITES_AT_ONCE,
     RENEWAL_DEADLINE_SHARE,
@@ -19,10 +21,15 @@ from streamsync.coordinator.lease_writes import (
 )
 from streamsync.coordinator.readers import Reader, Readers
 from streamsync.coordinator.shared import Worker
+from streamsync.leases.liveness import Liveness
 from streamsync.leases.ports import HeartbeatStore
 from streamsync.supervise import failed
 
 log = logging.getLogger("streamsync.coordinator")
+
+# Heartbeats in flight at once: one that hangs (a black-holed connection may take a whole
+# request timeout) must not keep the next from landing, or every lease would lapse with it.
+BEATS_AT_ONCE = 3
 
 
 class Renewer:
@@ -32,45 +39,44 @@ class Renewer:
         heartbeats: HeartbeatStore,
         readers: Readers,
         writes: LeaseWrites,
-        renewals_needed: Callable[[], bool],
+        liveness: Liveness,
     ) -> None:
         self._worker = worker
-        self._renewals_needed = renewals_needed
         self._heartbeats = heartbeats
         self._readers = readers
         self._writes = writes
+        self._liveness = liveness
         self.heartbeat_at = clock.monotonic()  # the last successful heartbeat, for readiness
 
     async def heartbeat(self) -> None:
         # Only the streams this worker reads: not those of tables that stopped, or the others
         # would leave it a share of their shards that nobody reads.
         sources = self._worker.sources.items()
-        streams = [arn for arn, source in sources if source.failure is None]
+        streams = frozenset(arn for arn, source in sources if source.failure is None)
         if streams:
-            sent = self._writes.tried()
+            # Not a lease write for LeaseWrites.failing: a worker whose lease items cannot be
+            # written must stop beating even while its heartbeat item still can be.
+            sent = clock.monotonic()
             await self._heartbeats.beat(self._worker.id, streams)
-            self._writes.answered(sent)  # a lease-table write like the renewals (see failing)
-            if not self._renewals_needed():  # the others judge this worker's leases by this beat
-                listed = set(streams)
-                for reader in self._readers.values():
-                    if reader.held.lease.stream_arn in listed:
-                        reader.held.vouch(sent)
+            self._liveness.beat_landed(sent, streams)
         else:  # it reads nothing: nobody may count it (and DynamoDB refuses an empty set)
             await self._heartbeats.remove(self._worker.id)
         self.heartbeat_at = clock.monotonic()
 
     async def run(self, interval: float) -> None:
-        """Every `interval`: this worker's heartbeat, and a renewal of every held lease. Each
-        renewal has its own deadline (RENEWAL_DEADLINE_SHARE of the interval); one that misses
-        it goes on in the background (a sent write is never abandoned, see HeldLease._write)
-        and its lease is skipped until it is done, so one black-holed request never holds up
-        the other leases, nor the next round. The heartbeat runs beside the renewals, never in
-        their way. A renewal refused for good (expired credentials, access denied) is reported
-        to the supervisor (logged, counted, /healthz fails) and the other leases go on."""
+        """Every `interval`: this worker's heartbeat, and while renewals are on (see Liveness) a
+        renewal of every held lease. Each renewal has its own deadline (RENEWAL_DEADLINE_SHARE
+        of the interval); one that misses it goes on in the background (a sent write is never
+        abandoned, see HeldLease._write) and its lease is skipped until it is done, so one
+        black-holed request never holds up the other leases, nor the next round. The heartbeat
+        runs beside the renewals, never in their way. A heartbeat or renewal refused for good
+        (expired credentials, access denied) is reported to the supervisor (logged, counted,
+        /healthz fails) and the rest goes on."""
         loop = asyncio.get_running_loop()
         deadline = interval * RENEWAL_DEADLINE_SHARE
         gate = asyncio.Semaphore(LEASE_WRITES_AT_ONCE)
-        beat: asyncio.Task[None] | None = None
+        beats: set[asyncio.Task[None]] = set()
+        renewing = self._liveness.renewals
         next_round = loop.time() + interval
         try:
             while True:
@@ -81,37 +87,51 @@ class Renewer:
                 if (
                     not self._worker.stopping.is_set()
                     and not self._writes.failing(self._readers.writing)
-                    and (beat is None or beat.done())
+                    and len(beats) < BEATS_AT_ONCE
                 ):
                     beat = asyncio.create_task(self._beat(), name="worker heartbeat")
+                    beats.add(beat)
+                    beat.add_done_callback(beats.discard)
+                started = self._liveness.renewals and not renewing
+                renewing = self._liveness.renewals
                 due = []
                 for reader in list(self._readers.values()):
                     if reader.held.closed:  # finished, failed or released: never written again
                         continue
-                    if not reader.held.usable:  # lost, or unrenewed for a failover time
+                    if started:  # an older worker appeared: see Liveness.counting_from
+                        reader.held.renewed_at = self._liveness.counting_from(
+                            reader.held.renewed_at
+                        )
+                    if not reader.held.usable:  # lost, or kept alive by nothing for a failover
                         reader.stop_now()
                     elif not reader.held.writing:  # a write in flight renews it when it lands
                         due.append(reader)
-                if self._renewals_needed():  # a worker of an older version reads beside this one
+                if renewing:
                     await asyncio.gather(*(self._renew(r, gate, deadline) for r in due))
         finally:
-            if beat is not None:
+            for beat in list(beats):
                 beat.cancel()
 
     async def _beat(self) -> None:
         try:
             await self.heartbeat()
-        except Exception as error:  # a missed heartbeat only delays balancing
+        except AwsError as error:
+            if is_transient(error):  # the next beat, a third of a failover time on, may land
+                log.warning("heartbeat failed: %s", error)
+                return
+            # Refused for good (expired credentials, access denied): this worker's leases live
+            # by its heartbeat, so it will lose them; a restart gets fresh credentials.
+            failed("renewer", error, fields={"worker": self._worker.id})
+        except Exception as error:  # the connection: as a transient error
             log.warning("heartbeat failed: %s", error or type(error).__name__)
 
     async def _renew(self, reader: Reader, gate: asyncio.Semaphore, deadline: float) -> None:
         held = reader.held
         async with gate:
-            sent = self._writes.tried()
+            self._writes.tried()
             try:
                 async with asyncio.timeout(deadline):
-                    still_ours = await held.renew()
-                self._writes.answered(sent)
+                    still_ours = await held.renew()  # answered: see HeldLease's on_answered
             except TimeoutError:
                 log.warning(
                     "lease renewal not done within %.1f s; it goes on in the background",

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 
 from streamsync.awsjson import is_transient
 from streamsync.coordinator.shared import Source, Worker
+from streamsync.leases.liveness import Liveness
 from streamsync.leases.model import Lease, WorkerBeat, other_target, target_changed
-from streamsync.leases.planner import ExpiryClock, live_workers, renewals_needed
+from streamsync.leases.planner import ExpiryClock, live_workers, older_worker_reads
 from streamsync.leases.ports import HeartbeatStore
 from streamsync.retry import retry_transient
 
@@ -25,7 +26,7 @@ Snapshot = dict[str, dict[str, Lease]]  # stream ARN -> shard id -> lease
 
 
 class LeaseScanner:
-    def __init__(self, worker: Worker, heartbeats: HeartbeatStore) -> None:
+    def __init__(self, worker: Worker, heartbeats: HeartbeatStore, liveness: Liveness) -> None:
         self._config = worker.config
         self._leases = worker.leases
         self._sources = worker.sources
@@ -34,8 +35,8 @@ class LeaseScanner:
         self.live_workers: dict[str, set[str]] = {}  # stream ARN -> the live workers reading it
         self.beats: list[WorkerBeat] = []  # as the last scan read them
         self.stale_beats: dict[str, float] = {}  # of those, still for a failover time: since when
-        # Until a scan says otherwise, as if a worker of an older version were reading.
-        self.renewals_needed = True
+        self._liveness = liveness
+        self._older_seen_at = -float("inf")  # loop time a scan last showed an older worker
         self._me = worker.id
 
     async def scan(self) -> Snapshot:
@@ -50,11 +51,17 @@ class LeaseScanner:
         stale = self._worker_expiry.expired(scan.workers, now)
         self.live_workers = live_workers(scan.workers, stale, self._sources)
         self.beats, self.stale_beats = scan.workers, stale
-        self.renewals_needed = renewals_needed(scan.workers, stale, self._me)
+        older = older_worker_reads(scan.workers, stale, self._me)
+        if older:
+            self._older_seen_at = now
+        self._liveness.by_counter = older
+        failover = self._config.leases.failover_seconds
+        self._liveness.renewals = now - self._older_seen_at < failover
         for beat in scan.workers:
             # A worker gone for a while (killed: it could not delete its own heartbeat).
             if (
                 beat.key in stale
+                and beat.worker_id != self._me  # its own beats may only be held up
                 and now - stale[beat.key] > 3 * self._config.leases.failover_seconds
             ):
                 with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from streamsync.coordinator.readers import Reader, Readers
 from streamsync.coordinator.scan import LeaseScanner, Snapshot
 from streamsync.coordinator.shared import Source, Worker, guarded
 from streamsync.leases.held import HeldLease
+from streamsync.leases.liveness import Liveness
 from streamsync.leases.model import Lease
 from streamsync.leases.planner import ExpiryClock, Plan, lease_expiry, plan
 from streamsync.leases.requests import LeaseLost
@@ -39,8 +40,11 @@ class Taker:
         discovery: Discovery,
         readers: Readers,
         writes: LeaseWrites,
+        liveness: Liveness,
     ) -> None:
         self._worker = worker
+        self._liveness = liveness
+        self._by_counter = liveness.by_counter
         self._scanner = scanner
         self._discovery = discovery
         self._readers = readers
@@ -91,10 +95,15 @@ class Taker:
             if self._worker.sources[arn].failure is None
             for lease in by_shard.values()
         ]
+        if self._liveness.by_counter and not self._by_counter:
+            # Judged by their counters again (an older worker appeared): idle leases' counters
+            # stood still for long, so their owners get a failover time from now to renew.
+            self._expiry = ExpiryClock(self._worker.config.leases.failover_seconds)
+        self._by_counter = self._liveness.by_counter
         expired = lease_expiry(
             leases,
             self._expiry.expired(leases, asyncio.get_running_loop().time()),
-            self._scanner.beats,
+            [] if self._by_counter else self._scanner.beats,
             self._scanner.stale_beats,
         )
         self._readers.stop_taken(leases, self._worker.id)
@@ -146,7 +155,9 @@ class Taker:
         return ready_to_read(lease, snapshot[lease.stream_arn], source.listed)
 
     async def _start(self, source: Source, seen: Lease, start_version: int) -> None:
-        if self._worker.stopping.is_set() or not self._readers.may_take(seen.key):
+        if self._worker.stopping.is_set() or not self._liveness.may_take():
+            return  # its heartbeat about to lapse, a lease taken now would lapse with it
+        if not self._readers.may_take(seen.key):
             return
         sent = clock.monotonic()
 
@@ -166,7 +177,13 @@ class Taker:
             return
         self._writes.answered(sent)
         self._worker.metrics.leases_taken.inc()
-        held = HeldLease(self._worker.leases, taken, self._worker.config.leases.failover_seconds)
+        held = HeldLease(
+            self._worker.leases,
+            taken,
+            self._worker.config.leases.failover_seconds,
+            self._liveness,
+            self._writes.answered,
+        )
         # The take may have landed any time after it was sent (as for HeldLease's own writes): a
         # take held up for a failover time leaves a lease that is already stale here.
         held.renewed_at = sent

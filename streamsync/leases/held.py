@@ -2,8 +2,9 @@
 
 Renewals and checkpoints of one lease both bump its counter, so two of them in flight at once
 would fence each other out; a lock orders them. A lease counts as lost when a conditional write
-fails (someone else took it), or when it could not be renewed for a whole failover time, since
-from then on another worker may take it: its reader must stop at once either way.
+fails (someone else took it), or when nothing kept it alive for a whole failover time (neither
+its own writes nor, see Liveness, this worker's heartbeat), since from then on another worker may
+take it: its reader must stop at once either way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from streamsync import clock
 from streamsync.awsjson import is_transient
+from streamsync.leases.liveness import Liveness
 from streamsync.leases.model import Lease, Position
 from streamsync.leases.ports import LeaseStore
 from streamsync.leases.requests import LeaseLost
@@ -23,10 +25,21 @@ log = logging.getLogger("streamsync.leases")
 
 
 class HeldLease:
-    def __init__(self, table: LeaseStore, lease: Lease, failover_seconds: float) -> None:
+    def __init__(
+        self,
+        table: LeaseStore,
+        lease: Lease,
+        failover_seconds: float,
+        liveness: Liveness | None = None,
+        on_answered: Callable[[float], None] | None = None,
+    ) -> None:
         self._table = table
         self.lease = lease
         self._failover = failover_seconds
+        self._liveness = liveness  # None: the lease lives by its own writes alone
+        # Told when each write sent then was answered (done, or refused on its condition): how
+        # the worker tells lease writes that stall from a table that answers.
+        self._on_answered = on_answered or (lambda sent: None)
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[bool]] = set()  # referenced until done (see _write)
         self.lost = False
@@ -42,16 +55,13 @@ class HeldLease:
         return {"table": self.lease.table, "shard": self.lease.shard_id}
 
     def expired_locally(self) -> bool:
-        """True once the lease went a failover time without a successful write: another worker
-        may have taken it by now."""
-        return clock.monotonic() - self.renewed_at > self._failover
-
-    def vouch(self, sent: float) -> None:
-        """This worker's heartbeat, sent at `sent` (clock.monotonic) and listing this lease's
-        stream, landed: for workers that judge leases by heartbeat, that renews the lease as a
-        renewal sent then would. A lease already lost stays lost."""
-        if not self.lost:
-            self.renewed_at = max(self.renewed_at, sent)
+        """True once the lease went a failover time without a write that keeps it alive (its
+        own, or this worker's heartbeat: see Liveness): another worker may have taken it by
+        now."""
+        alive_since = self.renewed_at
+        if self._liveness is not None:
+            alive_since = self._liveness.alive_since(self.lease.stream_arn, self.renewed_at)
+        return clock.monotonic() - alive_since > self._failover
 
     @property
     def usable(self) -> bool:
@@ -112,9 +122,11 @@ class HeldLease:
             try:
                 self.lease = await retry_transient(attempt, what, is_transient, **self.fields)
             except LeaseLost:
+                self._on_answered(started)
                 self.lost = True
                 log.warning("lease lost; the shard's reader stops", extra=self.fields)
                 return False
+            self._on_answered(started)
             # The write may have landed any time after it was sent: count from then.
             self.renewed_at = started
             return True

@@ -105,7 +105,9 @@ def lease_expiry(
     it alive by heartbeat (protocol 2) and lists the lease's stream there lives while that
     heartbeat moves: it expires once the heartbeat stood still for a failover time. Any other
     lease (an owner of an older version, one that left, or one that no longer reads the stream)
-    lives by its own counter, as `by_counter` (an ExpiryClock over the leases) says."""
+    lives by its own counter, as `by_counter` (an ExpiryClock over the leases) says. While a
+    worker of an older version reads (see Liveness.by_counter), pass no beats: every lease is
+    judged by its counter, as that worker judges them."""
     by_worker = {beat.worker_id: beat for beat in beats}
     expired: dict[str, float] = {}
     for lease in leases:
@@ -124,9 +126,9 @@ def lease_expiry(
     return expired
 
 
-def renewals_needed(beats: Iterable[WorkerBeat], stale_beats: dict[str, float], me: str) -> bool:
-    """Leases are still renewed one by one while a live worker of an older version judges them
-    by their own counters (during a rolling upgrade): it would take them as expired otherwise."""
+def older_worker_reads(beats: Iterable[WorkerBeat], stale_beats: dict[str, float], me: str) -> bool:
+    """A live worker of an older version (during a rolling upgrade) judges every lease by its
+    own counter: it would take an idle lease as expired unless it is renewed one by one."""
     return any(
         beat.protocol < LIVENESS_BY_HEARTBEAT
         for beat in beats

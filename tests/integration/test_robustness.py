@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ from tests.support.pipeline import (
     wait_until_equal,
 )
 from tests.support.search import Probe, Target
-from tests.support.workload import TableShape, Workload, expected_id, writing
+from tests.support.workload import TableShape, Workload, expected_id, in_background, writing
 
 FAILOVER = 3.0  # renewals every 1 s (each with a 0.5 s deadline), taker cycles every 1.5 s
 
@@ -64,6 +64,10 @@ def _shard_of(request: Request) -> str:
 
 def is_renewal(request: Request) -> bool:
     return request.action == "UpdateItem" and "iteratorAgeSeconds" in _expression(request)
+
+
+def is_heartbeat(request: Request) -> bool:
+    return request.action == "UpdateItem" and "workerId = :id" in _expression(request)
 
 
 def is_take(request: Request) -> bool:
@@ -108,6 +112,51 @@ async def heartbeat_counter(clients: aws.Clients, lease_table: str, worker: str)
     return int(item["Item"]["leaseCounter"]["N"]) if "Item" in item else 0
 
 
+@contextlib.asynccontextmanager
+async def an_older_worker_beside(clients: aws.Clients, lease_table: str) -> AsyncIterator[None]:
+    """The heartbeat of a live worker of the version before liveness by heartbeat (its items
+    have no `protocol`), reading another stream of the same lease table: while it beats, the
+    workers under test renew every lease they hold (a rolling upgrade), as they all did
+    before."""
+
+    async def beat() -> None:
+        await clients.dynamodb.get_waiter("table_exists").wait(
+            TableName=lease_table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150}
+        )
+        while True:
+            await clients.dynamodb.update_item(
+                TableName=lease_table,
+                Key={"leaseKey": {"S": worker_key("older")}},
+                UpdateExpression=(
+                    "SET kind = :kind, workerId = :id, streams = :streams, renewedAt = :now, "
+                    "leaseCounter = if_not_exists(leaseCounter, :zero) + :one"
+                ),
+                ExpressionAttributeValues={
+                    ":kind": {"S": "worker"},
+                    ":id": {"S": "older"},
+                    ":streams": {"SS": [OTHER_STREAM]},
+                    ":now": {"N": f"{time.time():.3f}"},
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                },
+            )
+            await asyncio.sleep(FAILOVER / 3)
+
+    async with in_background(beat()):
+        yield
+
+
+OTHER_STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/other/stream/2026-01-01T00:00:00.000"
+
+
+def renewals(history: list[Write], shard: str) -> int:
+    return sum(
+        1
+        for w in history
+        if w.status == 200 and is_renewal(w.request) and _shard_of(w.request) == shard
+    )
+
+
 async def owned_by(clients: aws.Clients, lease_table: str, worker: str, count: int) -> bool:
     rows = [r for r in (await lease_rows(clients, lease_table)).values()]
     active = [r for r in rows if r["checkpoint"]["S"] != SHARD_END]
@@ -146,7 +195,8 @@ async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
     wait for every renewal of a round before the next, and to send the heartbeat in the same
     loop: every lease of the worker went unrenewed for 12 s, expired, and was taken again, and
     the worker's heartbeat stood still. Now only the stuck lease may be taken again; the others
-    and the heartbeat are written on time."""
+    and the heartbeat are written on time. Leases are renewed one by one only while a worker of
+    an older version reads beside (see `an_older_worker_beside`); one does here."""
     shape, workload = await sharded(clients, shards=4, keys=40)
     lease_table = aws.unique_name("leases")
     history = streams_server.faults.record_writes(lease_table)
@@ -158,7 +208,7 @@ async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
         leases={"worker_id": "solo", "failover_seconds": FAILOVER},
         checkpoint_interval_seconds=0.5,
     )
-    async with running(config):
+    async with an_older_worker_beside(clients, lease_table), running(config):
         async with writing(workload, every=0.05):
             await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
             children = sorted(
@@ -173,6 +223,47 @@ async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
             await asyncio.sleep(4 * FAILOVER)
             assert {shard: takes(history, shard) for shard in others} == before, (
                 "no other lease expired and was taken again"
+            )
+            assert all(renewals(history, shard) >= 8 for shard in others), "renewed on time"
+            assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
+        await wait_until_equal(
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
+        )
+
+
+async def test_a_black_holed_heartbeat_holds_up_neither_the_next_nor_any_lease(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+) -> None:
+    """One heartbeat is held for 12 s by the fault injector in front of moto (a black-holed
+    connection; failover 3 s). Leases live by the heartbeat: had the next beats waited for that
+    one, every lease of the worker would have lapsed and been taken again. The next beats are
+    sent and land on time, and no lease is taken again."""
+    shape, workload = await sharded(clients, shards=4, keys=40)
+    lease_table = aws.unique_name("leases")
+    history = streams_server.faults.record_writes(lease_table)
+    config = make_config(
+        moto_endpoint,
+        target,
+        lease_table,
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+        leases={"worker_id": "solo", "failover_seconds": FAILOVER},
+        checkpoint_interval_seconds=0.5,
+    )
+    async with running(config):
+        async with writing(workload, every=0.05):
+            await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
+            shards = list(await lease_rows(clients, lease_table))
+            before = {shard: takes(history, shard) for shard in shards}
+            beats = await heartbeat_counter(clients, lease_table, "solo")
+            streams_server.faults.inject("UpdateItem", delay=12.0, match=is_heartbeat)
+            await asyncio.sleep(4 * FAILOVER)
+            assert {shard: takes(history, shard) for shard in shards} == before, (
+                "no lease lapsed and was taken again"
             )
             assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
         await wait_until_equal(
@@ -189,13 +280,14 @@ async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
     index_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A renewal answered ExpiredTokenException, then a periodic checkpoint answered
+    """A heartbeat answered ExpiredTokenException, then a periodic checkpoint answered
     AccessDeniedException (not transient: not retried). moto never refuses a request for
-    credentials or permissions: the fault injector in front of it answers these instead. The
-    first used to end the renewer, and the heartbeats with it, the second the checkpointer, both
-    without a word: the worker's leases expired over and over while /healthz stayed green. Now
-    each is logged with its cause, counted, and fails /healthz (a restart gets fresh
-    credentials); the renewer goes on."""
+    credentials or permissions: the fault injector in front of it answers these instead. A
+    refused renewal used to end the renewer, and the heartbeats with it, a refused checkpoint the
+    checkpointer, both without a word: the worker's leases expired over and over while /healthz
+    stayed green. Leases now live by the heartbeat, so a refused heartbeat is what the renewer
+    reports: each failure is logged with its cause, counted, and fails /healthz (a restart gets
+    fresh credentials); the heartbeats go on, and one missed beat loses no lease."""
     caplog.set_level(logging.INFO, logger="streamsync")
     shape, workload = await sharded(clients, shards=1, keys=20)
     (shard,) = [s.shard_id for s in streams_sim.stream_of(shape.name).open_shards()]
@@ -220,7 +312,7 @@ async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
                 "UpdateItem",
                 "ExpiredTokenException",
                 message="The token has expired",
-                match=is_renewal,
+                match=is_heartbeat,
             )
 
             async def counted(task: str) -> bool:
@@ -238,7 +330,7 @@ async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
             assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 4, (
                 "the heartbeats go on"
             )
-            assert takes(history, shard) == 1, "the lease was renewed on: never taken again"
+            assert takes(history, shard) == 1, "the lease lived on: never taken again"
 
             streams_server.faults.inject(
                 "UpdateItem", "AccessDeniedException", message="not allowed", match=is_checkpoint
@@ -257,7 +349,9 @@ async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
         r for r in caplog.records if r.name == "streamsync.supervise" and r.levelno == logging.ERROR
     ]
     assert [r.__dict__["task"] for r in failures] == ["renewer", "checkpointer"]
-    assert all(r.exc_info is not None and r.__dict__["shard"] == shard for r in failures)
+    assert all(r.exc_info is not None for r in failures)
+    assert failures[0].__dict__["worker"] == "solo"
+    assert failures[1].__dict__["shard"] == shard
 
 
 # --- 6: one reader per lease -------------------------------------------------------------------
@@ -276,6 +370,7 @@ async def hold_marked_items(record: ChangeRecord) -> Any:
     return image if image is not None else [{"op": "delete"}]
 
 
+@pytest.mark.parametrize("lapse", ["renewal", "heartbeat"])
 async def test_a_lease_is_taken_again_only_once_its_stuck_reader_ended(
     clients: aws.Clients,
     moto_endpoint: str,
@@ -283,14 +378,16 @@ async def test_a_lease_is_taken_again_only_once_its_stuck_reader_ended(
     target: Target,
     probe: Probe,
     index_name: str,
+    lapse: str,
 ) -> None:
     """A reader is stuck in the middle of a page (a transform hook that waits, standing for a
-    slow `sink.put`) while its lease's renewal is held 6 s by the fault injector (moto answers
-    at once), so the lease expires and this same worker takes it again. The coordinator used to
-    register the new reader over the old one; the old one, cancelled once its renewal was
-    refused, then unregistered the new one, which went unrenewed and was taken a third time. Now
-    the old reader is stopped first, the lease taken once more, and the new reader registered,
-    renewed and left alone."""
+    slow `sink.put`) while the write that keeps its lease alive is held 6 s by the fault
+    injector (moto answers at once): its renewal, with a worker of an older version beside (see
+    `an_older_worker_beside`), or else the worker's heartbeat. The lease expires and this same
+    worker takes it again. The coordinator used to register the new reader over the old one;
+    the old one, cancelled once its renewal was refused, then unregistered the new one, which
+    went unrenewed and was taken a third time. Now the old reader is stopped first, the lease
+    taken once more, and the new reader registered, kept alive and left alone."""
     _HOLD.clear()
     _HOLD.update(entered=asyncio.Event(), release=asyncio.Event())
     shape, _workload = await sharded(clients, shards=1, keys=10)
@@ -312,15 +409,27 @@ async def test_a_lease_is_taken_again_only_once_its_stuck_reader_ended(
         leases={"worker_id": "solo", "failover_seconds": FAILOVER},
         checkpoint_interval_seconds=0.5,
     )
+    beside = (
+        an_older_worker_beside(clients, lease_table)
+        if lapse == "renewal"
+        else contextlib.nullcontext()
+    )
     try:
-        async with running(config) as sync:
+        async with beside, running(config) as sync:
             await eventually(lambda: owned_by(clients, lease_table, "solo", 1), within=30)
             await clients.dynamodb.put_item(
                 TableName=shape.name, Item={"pk": {"S": "held"}, "hold": {"BOOL": True}}
             )
             async with asyncio.timeout(30):
                 await _HOLD["entered"].wait()
-            streams_server.faults.inject("UpdateItem", delay=6.0, match=renewal_of(shard))
+            if lapse == "renewal":
+                streams_server.faults.inject("UpdateItem", delay=6.0, match=renewal_of(shard))
+            else:  # every beat held 6 s until the lease lapsed; then they land again
+                stall = streams_server.faults.inject(
+                    "UpdateItem", delay=6.0, times=1000, match=is_heartbeat
+                )
+                await asyncio.sleep(FAILOVER + 2)
+                stall.remaining = 0
             await eventually(lambda: _true(takes(history, shard) >= 2), within=20)
             await asyncio.sleep(8)  # the stalled renewal is refused; its reader's end is handled
             _HOLD["release"].set()
@@ -334,7 +443,13 @@ async def test_a_lease_is_taken_again_only_once_its_stuck_reader_ended(
             counter = int((await lease_rows(clients, lease_table))[shard]["leaseCounter"]["N"])
             await asyncio.sleep(FAILOVER)
             renewed = int((await lease_rows(clients, lease_table))[shard]["leaseCounter"]["N"])
-            assert renewed >= counter + 2, "the new reader's lease is renewed"
+            if lapse == "renewal":
+                assert renewed >= counter + 2, "the new reader's lease is renewed"
+            else:  # its heartbeat keeps it alive, without a write of its own
+                assert renewed == counter
+                assert reader.held.usable
+                assert not reader.task.done()
+                assert takes(history, shard) == 2
             await wait_until_equal(
                 clients.dynamodb,
                 probe,

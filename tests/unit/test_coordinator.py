@@ -199,7 +199,7 @@ async def test_a_take_lost_to_a_release_is_tried_again_at_once() -> None:
     leases.steal(key, "z")  # z holds it, and never renews it: expired after a failover time
     leases.hang("take", owner="a")
     a = start_worker("a", stream, leases)
-    await asyncio.sleep(2 * FAILOVER)  # a saw it expire, and its take hangs
+    await until(lambda: ("take", "a") in leases.held_up, 3 * FAILOVER, "a saw it expire")
     assert a.held() == set()
     await leases.release(leases.leases[key])  # z lets it go meanwhile
     leases.resume()

@@ -18,8 +18,8 @@ from streamsync.leases.planner import (
     Plan,
     lease_expiry,
     live_workers,
+    older_worker_reads,
     plan,
-    renewals_needed,
 )
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
@@ -898,7 +898,7 @@ def test_a_lease_lives_by_its_owners_heartbeat_when_the_owner_says_so(
 
 def test_leases_are_renewed_while_a_live_worker_of_an_older_version_reads() -> None:
     old, new = _beat("old", protocol=1), _beat("new")
-    assert renewals_needed([old, new], {}, "me")
-    assert not renewals_needed([old, new], {old.key: 1.0}, "me"), "the old one is gone"
-    assert not renewals_needed([new], {}, "me")
-    assert not renewals_needed([_beat("me", protocol=1)], {}, "me"), "not counting itself"
+    assert older_worker_reads([old, new], {}, "me")
+    assert not older_worker_reads([old, new], {old.key: 1.0}, "me"), "the old one is gone"
+    assert not older_worker_reads([new], {}, "me")
+    assert not older_worker_reads([_beat("me", protocol=1)], {}, "me"), "not counting itself"

@@ -174,9 +174,11 @@ def coordinator(leases: FakeLeases) -> Coordinator:
     )
 
 
-def reader(leases: FakeLeases, shard: str, failover: float = 1.5) -> Reader:
+def reader(chief: Coordinator, leases: FakeLeases, shard: str, failover: float = 1.5) -> Reader:
+    """As the taker starts it: its writes answered tell the worker its lease writes land."""
     lease = Lease(stream_arn="arn:s", shard_id=shard, table="t", owner="w1", counter=1)
-    held = HeldLease(cast(LeaseTable, leases), lease, failover)
+    answered = chief._taker._writes.answered
+    held = HeldLease(cast(LeaseTable, leases), lease, failover, on_answered=answered)
     return Reader(held, asyncio.create_task(asyncio.sleep(3600)), asyncio.Event())
 
 
@@ -188,7 +190,7 @@ async def test_a_hanging_renewal_holds_up_neither_the_other_leases_nor_the_heart
     leases = FakeLeases()
     leases.hang.add("stuck")
     chief = coordinator(leases)
-    readers = {name: reader(leases, name) for name in ("stuck", "a", "b")}
+    readers = {name: reader(chief, leases, name) for name in ("stuck", "a", "b")}
     chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
     renewer = asyncio.create_task(chief._renewer.run(0.5))
     await asyncio.sleep(2.3)  # four rounds
@@ -213,7 +215,7 @@ async def test_a_renewal_refused_for_good_is_reported_and_the_renewer_goes_on(
     leases = FakeLeases()
     leases.refuse["a"] = AwsError("ExpiredTokenException", "expired", 400)
     chief = coordinator(leases)
-    readers = {name: reader(leases, name) for name in ("a", "b")}
+    readers = {name: reader(chief, leases, name) for name in ("a", "b")}
     chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
     renewer = asyncio.create_task(chief._renewer.run(0.3))
     await asyncio.sleep(1.45)
@@ -240,7 +242,7 @@ async def test_no_second_reader_starts_for_a_lease_whose_reader_is_still_ending(
     supervisor()
     leases = FakeLeases()
     chief = coordinator(leases)
-    old = reader(leases, "s1", failover=0.05)
+    old = reader(chief, leases, "s1", failover=0.05)
     chief._readers.register(old)
     await asyncio.sleep(0.1)  # its lease went unrenewed for a failover time
     source = cast(Source, None)
@@ -263,7 +265,7 @@ async def test_a_worker_whose_every_lease_write_hangs_stops_announcing_itself() 
     leases = FakeLeases()
     leases.hang.update({"a", "b"})
     chief = coordinator(leases)
-    readers = {name: reader(leases, name) for name in ("a", "b")}
+    readers = {name: reader(chief, leases, name) for name in ("a", "b")}
     chief._readers._by_key.update({r.held.lease.key: r for r in readers.values()})
     renewer = asyncio.create_task(chief._renewer.run(0.5))
     await asyncio.sleep(1.2)
