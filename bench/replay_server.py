@@ -11,8 +11,10 @@ milliseconds, so end-to-end latency can be measured.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ class Shard:
     shard_id: str
     records: list[bytes] = field(default_factory=list)
     sequence_numbers: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
 
 def order_image(rng: random.Random, key: str) -> dict[str, Any]:
@@ -98,6 +101,10 @@ class ReplaySource:
         self.created: dict[str, float] = {}  # key -> creation time, in live mode
         self._http: aiohttp.ClientSession | None = None
         self.get_records_calls = 0
+        self.picked_up: dict[str, float] = {}  # key -> when first served, for remembered keys
+        # The lease table's bill: the calls forwarded to it, and what its scans read.
+        self.lease_calls: Counter[str] = Counter()
+        self.scan_read_units = 0.0
 
     # --- data ---------------------------------------------------------------------------
     def add(self, count: int, created: float | None = None, remember: bool = False) -> None:
@@ -110,6 +117,7 @@ class ReplaySource:
             self._next += 1
             shard.records.append(stream_record(key, order_image(self._rng, key), self._next, stamp))
             shard.sequence_numbers.append(self._next)
+            shard.keys.append(key)
             if remember:
                 self.created[key] = stamp
 
@@ -223,6 +231,9 @@ class ReplaySource:
         shard = self._by_id[shard_id]
         position = int(position_text)
         end = min(position + int(payload.get("Limit", 1000)), len(shard.records))
+        for key in shard.keys[position:end]:
+            if key in self.created and key not in self.picked_up:
+                self.picked_up[key] = time.time()
         body = (
             b'{"Records":['
             + b",".join(shard.records[position:end])
@@ -236,13 +247,46 @@ class ReplaySource:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        action = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        self.lease_calls[action] += 1
         async with self._http.post(self._moto_url, data=body, headers=headers) as answer:
             data = await answer.read()
+            if action == "Scan" and answer.status == 200:
+                consistent = bool(orjson.loads(body).get("ConsistentRead"))
+                self.scan_read_units += scan_read_units(orjson.loads(data), consistent)
             return web.Response(
                 body=data,
                 status=answer.status,
                 content_type=answer.content_type,
             )
+
+
+def scan_read_units(page: dict[str, Any], consistent: bool) -> float:
+    """What DynamoDB bills for one Scan page: the items' sizes summed, in 4 KB units rounded
+    up, halved for eventually consistent reads."""
+    units = math.ceil(sum(item_size(item) for item in page.get("Items", [])) / 4096)
+    return float(max(units, 1)) if consistent else max(units, 1) / 2
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it: attribute names plus values (numbers about one
+    byte per two digits, plus one)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((tag, inner),) = value.items()
+    if tag == "S":
+        return len(inner.encode())
+    if tag == "N":
+        return len(inner.lstrip("-").replace(".", "")) // 2 + 2
+    if tag in ("SS", "NS"):
+        return sum(_value_size({tag[0]: one}) for one in inner)
+    if tag == "M":
+        return 3 + item_size(inner)
+    if tag == "L":
+        return 3 + sum(1 + _value_size(one) for one in inner)
+    return 1  # BOOL, NULL
 
 
 def _plain(value: Any) -> Any:

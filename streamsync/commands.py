@@ -34,7 +34,7 @@ async def status(engine: Engine) -> list[dict[str, Any]]:
         stream = (await engine.source(table)).stream_arn
         listed = {shard.shard_id for shard in await engine.api.describe_shards(stream)}
         held = [lease for lease in scan.leases if lease.stream_arn == stream]
-        entries.extend(status_rows(table.table, held, listed))
+        entries.extend(status_rows(table.table, held, listed, scan.workers))
     return entries
 
 

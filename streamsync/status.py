@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from streamsync.leases.model import Lease
+from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, Lease, WorkerBeat
 from streamsync.source.shards import ready_to_read
 
-COLUMNS = ("table", "shard", "parent", "owner", "state", "checkpoint", "renewed", "lag")
+COLUMNS = ("table", "shard", "parent", "owner", "state", "checkpoint", "alive", "lag")
 
 
 def lease_state(lease: Lease, by_shard: dict[str, Lease], listed: set[str]) -> str:
@@ -21,11 +22,29 @@ def lease_state(lease: Lease, by_shard: dict[str, Lease], listed: set[str]) -> s
     return "free" if ready_to_read(lease, by_shard, listed) else "waiting for parent"
 
 
+def alive_at(lease: Lease, beats: dict[str, WorkerBeat]) -> float | None:
+    """When the lease was last kept alive (epoch seconds, by its owner's clock): by its owner's
+    heartbeat when that is what keeps it (see Liveness), else by its own last renewal."""
+    beat = beats.get(lease.owner) if lease.owner is not None else None
+    if (
+        beat is not None
+        and beat.protocol >= LIVENESS_BY_HEARTBEAT
+        and lease.stream_arn in beat.streams
+    ):
+        return beat.renewed_at
+    return lease.renewed_at
+
+
 def rows(
-    table: str, leases: list[Lease], listed: set[str], now: float | None = None
+    table: str,
+    leases: list[Lease],
+    listed: set[str],
+    beats: Iterable[WorkerBeat] = (),
+    now: float | None = None,
 ) -> list[dict[str, Any]]:
     now = time.time() if now is None else now
     by_shard = {lease.shard_id: lease for lease in leases}
+    by_worker = {beat.worker_id: beat for beat in beats}
     return [
         {
             "table": table,
@@ -34,13 +53,15 @@ def rows(
             "owner": lease.owner,
             "state": lease_state(lease, by_shard, listed),
             "checkpoint": lease.checkpoint,
-            "renewed_seconds_ago": (
-                round(now - lease.renewed_at, 1) if lease.renewed_at is not None else None
-            ),
+            "alive_seconds_ago": _ago(now, alive_at(lease, by_worker)),
             "lag_seconds": lease.iterator_age if lease.owner is not None else None,
         }
         for lease in sorted(leases, key=lambda lease: lease.shard_id)
     ]
+
+
+def _ago(now: float, then: float | None) -> float | None:
+    return round(now - then, 1) if then is not None else None
 
 
 def render(entries: list[dict[str, Any]]) -> str:
@@ -57,7 +78,7 @@ def render(entries: list[dict[str, Any]]) -> str:
             cell(entry["owner"]),
             entry["state"],
             entry["checkpoint"],
-            cell(entry["renewed_seconds_ago"], " s ago"),
+            cell(entry["alive_seconds_ago"], " s ago"),
             cell(entry["lag_seconds"], " s"),
         ]
         for entry in entries

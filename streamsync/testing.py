@@ -224,8 +224,10 @@ class InMemoryLeases:
         write = requests.renew(self.name, held, iterator_age, time.time())
         return await self._write("renew", held, write)
 
-    async def checkpoint(self, held: Lease, checkpoint: str, version: int) -> Lease:
-        write = requests.checkpoint(self.name, held, checkpoint, version)
+    async def checkpoint(
+        self, held: Lease, checkpoint: str, version: int, iterator_age: float = 0.0
+    ) -> Lease:
+        write = requests.checkpoint(self.name, held, checkpoint, version, iterator_age)
         return await self._write("checkpoint", held, write, unfinished=True)
 
     async def hold_version_floor(self, held: Lease, version: int) -> Lease:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from streamsync.config.clusters import ElasticsearchConfig, OpenSearchConfig
 from streamsync.config.values import (
@@ -125,13 +125,22 @@ class BulkConfig(_Section):
 
 
 class PollingConfig(_Section):
-    """How shards are read."""
+    """How shards are read: a shard that returned records is read again at once; a quiet one
+    is polled less and less often, down to once per `pickup_seconds`."""
 
     max_records: int = Field(default=1000, ge=1, le=1000)
     idle_wait_min_seconds: float = Field(default=0.05, ge=0, allow_inf_nan=False)
-    idle_wait_max_seconds: float = Field(default=1.0, allow_inf_nan=False, validate_default=True)
+    pickup_seconds: float = Field(
+        default=2.0,
+        allow_inf_nan=False,
+        validate_default=True,
+        validation_alias=AliasChoices("pickup_seconds", "idle_wait_max_seconds"),
+    )
+    """The longest a record waits in a quiet shard before a poll picks it up: polls of a quiet
+    shard start at most this far apart (3,600 / pickup_seconds GetRecords per idle shard-hour).
+    `idle_wait_max_seconds`, its name before, is read as the same."""
 
-    @field_validator("idle_wait_max_seconds")
+    @field_validator("pickup_seconds")
     @classmethod
     def _not_below_min(cls, value: float, info: ValidationInfo) -> float:
         minimum = info.data.get("idle_wait_min_seconds")

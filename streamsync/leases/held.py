@@ -150,7 +150,7 @@ class HeldLease:
         return await self._write(
             "checkpoint",
             lambda held: self._table.checkpoint(
-                held, str(position.sequence_number), position.version
+                held, str(position.sequence_number), position.version, self.iterator_age()
             ),
         )
 

@@ -31,7 +31,7 @@ class Lease:
     checkpoint_version: int = 0  # the document-version clock after the checkpointed record
     owner_switches: int = 0
     renewed_at: float | None = field(default=None, compare=False)  # informational only
-    iterator_age: float | None = field(default=None, compare=False)  # at the last renewal
+    iterator_age: float | None = field(default=None, compare=False)  # at the last write
     finished_at: float | None = None  # epoch seconds the shard was read to its end
     failure: str | None = None  # why reading stopped for good (records lost), until retaken
     start_after: float | None = None

@@ -253,16 +253,30 @@ def renew(table: str, held: Lease, iterator_age: float, now: float) -> LeaseWrit
     )
 
 
-def checkpoint(table: str, held: Lease, checkpoint: str, version: int) -> LeaseWrite:
+def checkpoint(
+    table: str, held: Lease, checkpoint: str, version: int, iterator_age: float = 0.0
+) -> LeaseWrite:
+    """The reader's iterator age goes along, for `streamsync status` (idle leases are not
+    renewed: see Liveness)."""
+    iterator_age = stored_time(iterator_age)
     changes = replace(
         held,
         counter=held.counter + 1,
         checkpoint=checkpoint,
         checkpoint_version=version,
         owner_switches=0,
+        iterator_age=iterator_age,
     )
-    expression = "checkpoint = :cp, checkpointVersion = :v, ownerSwitchesSinceCheckpoint = :zero"
-    values = {":cp": {"S": checkpoint}, ":v": {"N": str(version)}, ":zero": {"N": "0"}}
+    expression = (
+        "checkpoint = :cp, checkpointVersion = :v, ownerSwitchesSinceCheckpoint = :zero, "
+        "iteratorAgeSeconds = :age"
+    )
+    values = {
+        ":cp": {"S": checkpoint},
+        ":v": {"N": str(version)},
+        ":zero": {"N": "0"},
+        ":age": {"N": f"{iterator_age:.3f}"},
+    }
     return _fenced_update(table, held, changes, expression, values, unfinished=True)
 
 

@@ -112,8 +112,11 @@ class LeaseTable:
         write = requests.renew(self.name, held, iterator_age, time.time())
         return await self._write(held, write)
 
-    async def checkpoint(self, held: Lease, checkpoint: str, version: int) -> Lease:
-        return await self._write(held, requests.checkpoint(self.name, held, checkpoint, version))
+    async def checkpoint(
+        self, held: Lease, checkpoint: str, version: int, iterator_age: float = 0.0
+    ) -> Lease:
+        write = requests.checkpoint(self.name, held, checkpoint, version, iterator_age)
+        return await self._write(held, write)
 
     async def finish(self, held: Lease, version: int) -> Lease:
         """Marks the shard read to its end and gives the lease up, so its children may start."""

@@ -131,6 +131,21 @@ class Metrics:
         self.get_records_calls = Counter(
             "streamsync_get_records_calls", "GetRecords calls.", ["table"], registry=r
         )
+        self.shard_seconds = Counter(
+            "streamsync_shard_read_seconds",
+            "Time shards were read, summed over the shards (the shard-hours GetRecords is paid "
+            "over).",
+            ["table"],
+            registry=r,
+        )
+        self.get_records_per_shard_hour = Gauge(
+            "streamsync_get_records_per_shard_hour",
+            "GetRecords calls per shard-hour read, since this worker started (what a quiet "
+            "shard costs: 3,600 / polling.pickup_seconds at most).",
+            ["table"],
+            registry=r,
+        )
+        self._polls: dict[str, tuple[int, float]] = {}  # table -> (calls, shard-seconds)
         self.empty_polls = Counter(
             "streamsync_empty_polls",
             "GetRecords calls that returned no records.",
@@ -189,6 +204,17 @@ class Metrics:
         )
         self.iterator_ages = IteratorAges()
         r.register(self.iterator_ages)
+
+    def polled(self, table: str, since_last: float) -> None:
+        """One GetRecords call of a shard of `table`, `since_last` seconds after the shard's
+        previous one (or since its reader started)."""
+        self.get_records_calls.labels(table).inc()
+        self.shard_seconds.labels(table).inc(since_last)
+        calls, seconds = self._polls.get(table, (0, 0.0))
+        calls, seconds = calls + 1, seconds + since_last
+        self._polls[table] = (calls, seconds)
+        if seconds > 0:
+            self.get_records_per_shard_hour.labels(table).set(calls * 3600 / seconds)
 
     def queue_depth(self, depth: Callable[[], float]) -> None:
         self.queue.set_function(depth)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streamsync import clock
 from streamsync.awsjson import AwsError, is_transient
 from streamsync.config import PollingConfig
 from streamsync.leases.held import HeldLease
@@ -140,22 +141,26 @@ class ShardPoller:
         """Reads until the shard ends, a stop is asked for, or the lease may be someone else's."""
         iterator: str | None = None
         wait = 0.0
+        polled_at = clock.monotonic()
         while not self._stopping.is_set():
             if not self._held.usable:
                 return _Outcome.LEASE_GONE
+            sent = clock.monotonic()
             outcome, iterator, page = await self._next_page(iterator)
             if outcome is not None:
                 return outcome
             if page is None:
                 continue  # a new iterator first
-            self._metrics.get_records_calls.labels(self.lease.table).inc()
+            now = clock.monotonic()
+            self._metrics.polled(self.lease.table, now - polled_at)
+            polled_at = now
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
             await self._take_in(page)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
-            wait = 0.0 if page.records else await self._idle(wait)
+            wait = 0.0 if page.records else await self._idle(wait, now - sent)
         return _Outcome.STOPPED
 
     async def _next_page(
@@ -194,13 +199,14 @@ class ShardPoller:
                 records.append(record)
         self._state.page_read(records)
 
-    async def _idle(self, wait: float) -> float:
-        """An empty poll: waits twice as long as after the last one, within the configured
-        bounds (or until a stop); returns how long it waited."""
+    async def _idle(self, wait: float, polled_in: float) -> float:
+        """An empty poll (answered in `polled_in` seconds): waits twice as long as after the
+        last one, from idle_wait_min_seconds up to what keeps the next poll's answer within
+        pickup_seconds of this one's (or until a stop); returns how long it waited."""
         self._metrics.empty_polls.labels(self.lease.table).inc()
         wait = min(
             max(wait * 2, self._polling.idle_wait_min_seconds),
-            self._polling.idle_wait_max_seconds,
+            max(self._polling.pickup_seconds - polled_in, 0.0),
         )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):

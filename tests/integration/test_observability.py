@@ -351,7 +351,7 @@ async def test_status_shows_leases_per_table(
         "owner",
         "state",
         "checkpoint",
-        "renewed",
+        "alive",
         "lag",
     ]
     root_line = next(line for line in lines if line.split()[1] == root)

@@ -89,10 +89,12 @@ async def start_reading(
     owner: str = "w1",
     checkpoint_interval: float = 1.0,
     renewing: bool = True,
+    metrics: Metrics | None = None,
+    polling: dict[str, Any] | None = None,
 ) -> Reading:
     """`renewing`: renewed every third of a failover time as the coordinator's renewer does
-    (until the reader is done)."""
-    configured = config(checkpoint_interval_seconds=checkpoint_interval)
+    (until the reader is done). `polling`: the configuration's polling section."""
+    configured = config(checkpoint_interval_seconds=checkpoint_interval, polling=polling or {})
     seen = Lease(STREAM, shard, TABLE)
     await leases.create(seen)
     held = HeldLease(leases, await leases.take(seen, owner, INDEX), FAILOVER)
@@ -111,7 +113,7 @@ async def start_reading(
         checkpoint_interval=checkpoint_interval,
         start_version=0,
         stopping=stopping,
-        metrics=Metrics(),
+        metrics=metrics or Metrics(),
         on_shard_end=on_shard_end,
         on_rejected_record=Rejected(),
     )

@@ -110,7 +110,7 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
     assert config.polling.model_dump() == {
         "max_records": 1000,
         "idle_wait_min_seconds": 0.05,
-        "idle_wait_max_seconds": 1.0,
+        "pickup_seconds": 2.0,
     }
     assert (config.checkpoint_interval_seconds, config.shutdown_grace_seconds) == (1.0, 30)
 
@@ -254,8 +254,8 @@ def test_missing_sections_are_required() -> None:
         ("polling", {"max_records": 0}, "polling.max_records: must be between 1 and 1000 (got 0)"),
         (
             "polling",
-            {"idle_wait_min_seconds": 2},
-            "polling.idle_wait_max_seconds: must be at least idle_wait_min_seconds, 2.0 (got 1.0)",
+            {"idle_wait_min_seconds": 3},
+            "polling.pickup_seconds: must be at least idle_wait_min_seconds, 3.0 (got 2.0)",
         ),
         (
             "leases",

@@ -116,10 +116,10 @@ WRITES = [
         id="hold a version floor",
     ),
     pytest.param(
-        lambda: requests.checkpoint(T, HELD, "200", 9),
+        lambda: requests.checkpoint(T, HELD, "200", 9, 2.5),
         update(
             "SET leaseCounter = :next, checkpoint = :cp, checkpointVersion = :v, "
-            "ownerSwitchesSinceCheckpoint = :zero",
+            "ownerSwitchesSinceCheckpoint = :zero, iteratorAgeSeconds = :age",
             UNFINISHED,
             {
                 **SEEN_4_W1,
@@ -127,9 +127,17 @@ WRITES = [
                 ":cp": {"S": "200"},
                 ":v": {"N": "9"},
                 ":zero": {"N": "0"},
+                ":age": {"N": "2.500"},
             },
         ),
-        replace(HELD, counter=5, checkpoint="200", checkpoint_version=9, owner_switches=0),
+        replace(
+            HELD,
+            counter=5,
+            checkpoint="200",
+            checkpoint_version=9,
+            owner_switches=0,
+            iterator_age=2.5,
+        ),
         id="checkpoint: never over SHARD_END",
     ),
     pytest.param(

@@ -17,6 +17,10 @@ The simulation models:
   and heartbeat must expire, its leases be taken by the others; a heartbeat stale for three
   failover times is deleted, as the coordinator does), a graceful leave (the worker releases its
   leases and deletes its heartbeat);
+- leases that live by their owner's heartbeat (`by_heartbeat=True`, LIVENESS_BY_HEARTBEAT, as
+  the coordinator runs unless a worker of an older version reads beside): nothing is renewed, a
+  lease expires once its owner's heartbeat stood still for a failover time (`lease_expiry`), an
+  owner learns that a lease was taken over from its scan, and the table counts every write;
 - the fallback for workers that neither beat nor release (`heartbeats=False`): `plan` gets
   `workers=()`, its `release` is ignored, and balance comes from stealing alone;
 - deployments sharing the lease table: a worker reads the streams it is configured for, minus
@@ -44,6 +48,7 @@ from functools import cached_property
 import pytest
 
 from streamsync.leases.model import (
+    LIVENESS_BY_HEARTBEAT,
     SHARD_END,
     TRIM_HORIZON,
     Lease,
@@ -51,7 +56,7 @@ from streamsync.leases.model import (
     lease_key,
     worker_key,
 )
-from streamsync.leases.planner import ExpiryClock, live_workers, plan
+from streamsync.leases.planner import ExpiryClock, lease_expiry, live_workers, plan
 from streamsync.source.shards import ready_to_read
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
@@ -102,6 +107,8 @@ class LeaseTable:
     def __init__(self, leases: list[Lease]) -> None:
         self.rows = {lease.key: lease for lease in leases}
         self.beats: dict[str, WorkerBeat] = {}
+        self.writes: Counter[str] = Counter()  # landed writes by kind: what the table bills
+        self.protocol = 1  # of the heartbeats written (LIVENESS_BY_HEARTBEAT: leases live by them)
 
     def scan(self) -> list[Lease]:
         return list(self.rows.values())
@@ -109,16 +116,19 @@ class LeaseTable:
     def scan_beats(self) -> list[WorkerBeat]:
         return list(self.beats.values())
 
-    def _write(self, seen: Lease, new: Lease) -> Lease | None:
+    def _write(self, seen: Lease, new: Lease, kind: str) -> Lease | None:
         if self.rows[seen.key].counter != seen.counter:
             return None
         self.rows[seen.key] = new
+        self.writes[kind] += 1
         return new
 
     def take(self, seen: Lease, owner: str) -> Lease | None:
         switches = seen.owner_switches + (seen.owner != owner)
         return self._write(
-            seen, replace(seen, owner=owner, counter=seen.counter + 1, owner_switches=switches)
+            seen,
+            replace(seen, owner=owner, counter=seen.counter + 1, owner_switches=switches),
+            "take",
         )
 
     def renew(self, held: Lease) -> Lease | None:
@@ -128,24 +138,29 @@ class LeaseTable:
         renewed = object.__new__(type(held))
         renewed.__dict__.update(held.__dict__, counter=held.counter + 1)
         self.rows[held.key] = renewed
+        self.writes["renew"] += 1
         return renewed
 
     def release(self, held: Lease) -> Lease | None:
-        return self._write(held, replace(held, owner=None, counter=held.counter + 1))
+        return self._write(held, replace(held, owner=None, counter=held.counter + 1), "release")
 
     def heartbeat(self, worker_id: str, streams: frozenset[str]) -> None:
         key = worker_key(worker_id)
         last = self.beats.get(key)
-        self.beats[key] = WorkerBeat(worker_id, last.counter + 1 if last else 1, streams)
+        counter = last.counter + 1 if last else 1
+        self.beats[key] = WorkerBeat(worker_id, counter, streams, protocol=self.protocol)
+        self.writes["beat"] += 1
 
     def remove_heartbeat(self, worker_id: str) -> None:
         del self.beats[worker_key(worker_id)]
+        self.writes["delete"] += 1
 
     def delete_beat(self, seen: WorkerBeat) -> None:
         """Deletes a stale heartbeat, unless it beat again since it was seen."""
         current = self.beats.get(seen.key)
         if current is not None and current.counter == seen.counter:
             del self.beats[seen.key]
+            self.writes["delete"] += 1
 
 
 @dataclass
@@ -166,6 +181,8 @@ class Simulation:
     table: LeaseTable
     seed: int
     heartbeats: bool = True  # False: workers neither beat nor release, they only steal
+    # True: leases live by their owner's heartbeat (LIVENESS_BY_HEARTBEAT), never renewed.
+    by_heartbeat: bool = False
     concurrent_scans: bool = False
     now: float = 0.0
     cycles: int = 0
@@ -177,6 +194,7 @@ class Simulation:
     take_conflicts: int = 0  # takes refused because the lease changed since the scan
     lost_on_renewal: int = 0  # renewals refused: the lease was taken over
     released: int = 0  # leases given up to balance the load (not counting graceful leaves)
+    released_on_leave: int = 0
     release_conflicts: int = 0  # given up, but it had been stolen since the last renewal
     stranded: int = 0  # released in a cycle and still free at the end of the next one
     beats_deleted: int = 0  # stale heartbeats of crashed workers deleted by the others
@@ -186,6 +204,8 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        if self.by_heartbeat:
+            self.table.protocol = LIVENESS_BY_HEARTBEAT
         # Every shard is listed (none has expired from the stream). Takes, renewals and
         # releases never change a checkpoint, so readiness is computed once.
         self.listed = {lease.shard_id for lease in self.table.scan()}
@@ -210,6 +230,7 @@ class Simulation:
         worker = self.live.pop(name)
         for lease in worker.held.values():
             assert self.table.release(lease) is not None, "a graceful release must not conflict"
+            self.released_on_leave += 1
         if self.heartbeats:
             self.table.remove_heartbeat(name)
         self.left.add(name)
@@ -231,11 +252,12 @@ class Simulation:
             return worker.streams - worker.failed
         return frozenset(lease.stream_arn for lease in self.table.scan()) - worker.failed
 
-    def _fresh_workers(self, worker: Worker, beats: list[WorkerBeat]) -> dict[str, set[str]]:
+    def _fresh_workers(
+        self, worker: Worker, beats: list[WorkerBeat], stale: dict[str, float]
+    ) -> dict[str, set[str]]:
         """Per stream it reads, the workers whose heartbeats list it and moved within a
-        failover, by this worker's clock; deletes the heartbeats still for three failover times
-        (as `Coordinator._scan` does)."""
-        stale = worker.beat_expiry.expired(beats, self.now)
+        failover, by this worker's clock (`stale`: the others); deletes the heartbeats still
+        for three failover times (as `Coordinator._scan` does)."""
         for beat in beats:
             if beat.key in stale and self.now - stale[beat.key] > 3 * FAILOVER:
                 assert beat.worker_id in self.crashed, f"deleted live {beat.worker_id}'s beat"
@@ -263,6 +285,11 @@ class Simulation:
         self.now += CYCLE
         for worker in self.live.values():
             for key, lease in list(worker.held.items()):
+                if self.by_heartbeat:  # no renewal: a scan shows the lease taken over
+                    if self.table.rows[key].counter != lease.counter:
+                        self.lost_on_renewal += 1
+                        del worker.held[key]
+                    continue
                 renewed = self.table.renew(lease)
                 if renewed is None:
                     self.lost_on_renewal += 1
@@ -286,8 +313,11 @@ class Simulation:
                 reads = self._streams_of(worker)
                 leases = [lease for lease in leases if lease.stream_arn in reads]
             expired = worker.expiry.expired(leases, self.now)
+            stale = worker.beat_expiry.expired(beats, self.now)
+            if self.by_heartbeat:
+                expired = lease_expiry(leases, expired, beats, stale)
             workers: Iterable[str] | Mapping[str, Iterable[str]] = (
-                self._fresh_workers(worker, beats) if self.heartbeats else ()
+                self._fresh_workers(worker, beats, stale) if self.heartbeats else ()
             )
             decided = plan(
                 leases, worker.name, expired, lambda x: self.ready[x.key], worker.rng, workers
@@ -854,3 +884,68 @@ def test_a_worker_whose_table_failed_no_longer_holds_back_the_others() -> None:
         frozenset({T2}): {"w1": 240, "w2": 240},
     }
     assert sim.longest_unowned < COVERAGE_CYCLES
+
+
+@pytest.mark.slow  # about a minute and a half: 20 plans over 10,700 leases per cycle
+def test_ten_thousand_shards_twenty_workers_write_leases_only_when_they_move() -> None:
+    """Leases live by their owner's heartbeat (LIVENESS_BY_HEARTBEAT): 10,000 readable shards,
+    one worker, joins up to 20, 3 crash, 2 leave. Balance comes as with renewals (same bounds
+    as the thousand-shard test), a crashed worker's leases are taken only once its heartbeat
+    stood still for a failover time, and the lease table is written only when a lease moves:
+    between changes, the only writes are one heartbeat per worker per beat. Counted here per
+    simulated hour (the simulation beats once per 5 s cycle; the coordinator every failover/3)."""
+    started = time.perf_counter()
+    sim = Simulation(
+        LeaseTable(_stream(ready=10_000, finished_parents=500, blocked=200)),
+        seed=11,
+        by_heartbeat=True,
+    )
+    n = len(sim.readable())
+    assert n == 10_000
+    measured: dict[str, int] = {}
+    sim.join("w0")
+    measured["first worker"] = sim.run_until_balanced(limit=1)
+
+    phases = (("join 1->5", [f"w{i}" for i in range(1, 5)]),)
+    phases += (("join 5->20", [f"w{i}" for i in range(5, 20)]),)
+    for phase, names in phases:
+        moved = sim.released + sim.steals
+        for name in names:
+            sim.join(name)
+        measured[phase] = sim.run_until_balanced(limit=3 + _rounding_steals(n, len(sim.live)))
+        assert measured[phase] <= 4
+        assert sim.released + sim.steals - moved <= n, "each lease that moved, moved once"
+
+    # Balanced and quiet: a failover time's worth of cycles writes heartbeats and nothing else.
+    before = Counter(sim.table.writes)
+    quiet = 12
+    for _ in range(quiet):
+        sim.cycle()
+    quiet_writes = Counter(sim.table.writes)
+    quiet_writes.subtract(before)
+    assert +quiet_writes == Counter(beat=20 * quiet), "no lease item written while nothing moves"
+    measured["writes per hour, 20 workers, balanced"] = round(
+        sum(quiet_writes.values()) * 3600 / (quiet * CYCLE)
+    )
+
+    for name in ("w1", "w7", "w13"):
+        sim.crash(name)
+    recovered = _recover(sim, 3 * _target(n, 20), limit=EXPIRY_CYCLES)
+    assert recovered == EXPIRY_CYCLES, "taken once the heartbeat stood still a failover time"
+    measured["crash 3 of 20"] = recovered + sim.run_until_balanced(
+        limit=_rounding_steals(n, len(sim.live))
+    )
+    for name in ("w0", "w12"):
+        sim.leave(name)
+    measured["leave 2 of 17"] = sim.run_until_balanced(limit=1 + _rounding_steals(n, len(sim.live)))
+    _check_end_state(sim, n)
+    assert sim.table.writes["renew"] == 0
+    hours = sim.cycles * CYCLE / 3600
+    measured |= {f"{kind} writes": count for kind, count in sim.table.writes.items()}
+    measured["all writes per simulated hour"] = round(sum(sim.table.writes.values()) / hours)
+    measured |= _counters(sim)
+    print(f"\nby heartbeat: {measured} in {time.perf_counter() - started:.1f}s")
+    # What moved is all that was written to leases: each take is a first one, one of a lease
+    # given up or released by a leaver, or one from another owner (a steal, an expired lease).
+    assert sim.table.writes["take"] == n + sim.released + sim.released_on_leave + sim.moves
+    assert sim.table.writes["release"] == sim.released + sim.released_on_leave

@@ -11,8 +11,9 @@ import asyncio
 import pytest
 
 from streamsync.leases.model import SHARD_END, lease_key
+from streamsync.observability.metrics import Metrics
 from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
-from tests.support.inmemory import FAILOVER, STREAM, indexed, start_reading, write
+from tests.support.inmemory import FAILOVER, STREAM, TABLE, indexed, start_reading, write
 
 pytestmark = pytest.mark.looptime
 
@@ -110,15 +111,34 @@ async def test_a_lease_not_renewed_for_a_failover_time_stops_its_reader() -> Non
     assert not reading.held.usable
 
 
-async def test_an_idle_shard_is_polled_less_and_less_down_to_once_a_second() -> None:
-    """Empty polls back off from 50 ms to the 1 s cap (polling defaults), and a record written
-    into the idle shard is still read within that cap."""
+async def test_an_idle_shard_is_polled_less_and_less_down_to_the_pickup_bound() -> None:
+    """Empty polls back off from 50 ms to one per pickup bound (2 s by default: at most 1,800
+    GetRecords per idle shard-hour, counted in a metric), and a record written into the idle
+    shard is still read within that bound."""
     stream, leases, sink = services()
-    reading = await start_reading(stream, leases, sink, "shard-1", checkpoint_interval=60)
+    metrics = Metrics()
+    reading = await start_reading(
+        stream, leases, sink, "shard-1", checkpoint_interval=60, metrics=metrics
+    )
+    await asyncio.sleep(600)
+    assert 300 <= stream.get_records_calls <= 310
+    per_hour = metrics.value("streamsync_get_records_per_shard_hour", table=TABLE)
+    assert 1800 <= per_hour <= 1860
+    write(stream, "shard-1", "late")
+    await asyncio.sleep(2.01)
+    assert indexed(sink, "late") == {"pk": "late"}
+    reading.stopping.set()
+    await reading.task
+
+
+async def test_idle_wait_max_seconds_is_read_as_the_pickup_bound() -> None:
+    """Its name before pickup_seconds: a configuration that set it keeps its meaning."""
+    stream, leases, sink = services()
+    polling = {"idle_wait_max_seconds": 1.0}
+    reading = await start_reading(
+        stream, leases, sink, "shard-1", checkpoint_interval=60, polling=polling
+    )
     await asyncio.sleep(60)
     assert 55 <= stream.get_records_calls <= 70
-    write(stream, "shard-1", "late")
-    await asyncio.sleep(1.1)
-    assert indexed(sink, "late") == {"pk": "late"}
     reading.stopping.set()
     await reading.task
