@@ -115,12 +115,13 @@ class Services:
 class Worker:
     """A `streamsync run` process: its metrics, its CPU time."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, event_loop: str = "uvloop") -> None:
         self._log_path = log
         self._log = log.open("w")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        command = [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"]
         self.process = subprocess.Popen(
-            [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"],
+            [*command, "--event-loop", event_loop],
             stdout=self._log,
             stderr=self._log,
             env=env,
@@ -215,8 +216,9 @@ class Bench:
         path.write_text(yaml.safe_dump(document))
         return path
 
-    def worker(self, config: Path) -> Worker:
-        return Worker(config, self.work / f"{config.stem}-{time.monotonic_ns()}.log")
+    def worker(self, config: Path, event_loop: str = "uvloop") -> Worker:
+        log = self.work / f"{config.stem}-{time.monotonic_ns()}.log"
+        return Worker(config, log, event_loop)
 
     # --- 1. throughput ----------------------------------------------------------------
     async def throughput(self) -> dict[str, Any]:
@@ -428,12 +430,26 @@ class Bench:
     async def idle(self) -> dict[str, Any]:
         """Two workers share 1,000 shards that receive nothing: what that costs in CPU,
         memory, GetRecords and lease-table writes and reads, then how soon a record written
-        into a quiet shard is picked up (the pickup bound, `polling.pickup_seconds`, 2 s)."""
+        into a quiet shard is picked up (the pickup bound, `polling.pickup_seconds`, 2 s). On
+        asyncio's own event loop, then on uvloop (the command's default), side by side."""
+        on_asyncio = await self._idle_on("asyncio")
+        results = await self._idle_on("uvloop")
+        results["asyncio_cpu_percent_of_one_core_per_worker"] = on_asyncio[
+            "cpu_percent_of_one_core_per_worker"
+        ]
+        results["uvloop_to_asyncio_cpu_ratio"] = round(
+            sum(results["cpu_percent_of_one_core_per_worker"])
+            / sum(on_asyncio["cpu_percent_of_one_core_per_worker"]),
+            3,
+        )
+        return results
+
+    async def _idle_on(self, event_loop: str) -> dict[str, Any]:
         shards, measure = 1000, (30 if self.quick else 120)
-        source = ReplaySource("bench-idle", shards, self.services.moto_url)
+        source = ReplaySource(f"bench-idle-{event_loop}", shards, self.services.moto_url)
         runner, endpoint = await self.serve(source)
-        config = self.config(endpoint, source.table, "bench-idle")
-        fleet = [self.worker(config) for _ in range(2)]
+        config = self.config(endpoint, source.table, f"bench-idle-{event_loop}")
+        fleet = [self.worker(config, event_loop) for _ in range(2)]
         try:
             for worker in fleet:
                 await worker.started()
@@ -474,6 +490,7 @@ class Bench:
         kcl_renewals = shards * 3600 / (10 / 3 - 0.025)
         pickups.sort()
         return {
+            "event_loop": event_loop,
             "idle_shards": shards,
             "workers": len(fleet),
             "seconds": round(elapsed),

@@ -176,6 +176,9 @@ async def test_a_fourth_worker_takes_its_share_with_short_pauses() -> None:
 
     watcher = asyncio.create_task(write_and_watch())
     await asyncio.sleep(5)
+    # From here on: before, the first records of the quiet shards waited up to the pickup
+    # bound (polling.pickup_seconds, 2 s), which is not a hand-off's pause.
+    longest = 0.0
     before = len(leases.writes)
     workers.append(start_worker("w4", stream, leases))
     took = await until(lambda: all(len(w.held()) == 3 for w in workers), 60, "three each")

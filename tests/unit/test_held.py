@@ -36,7 +36,9 @@ class FakeTable:
     async def renew(self, held: Lease, iterator_age: float = 0.0) -> Lease:
         return await self._land("renew", held)
 
-    async def checkpoint(self, held: Lease, checkpoint: str, version: int) -> Lease:
+    async def checkpoint(
+        self, held: Lease, checkpoint: str, version: int, iterator_age: float = 0.0
+    ) -> Lease:
         return await self._land("checkpoint", held, checkpoint=checkpoint)
 
     async def finish(self, held: Lease, version: int) -> Lease:
