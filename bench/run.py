@@ -115,13 +115,12 @@ class Services:
 class Worker:
     """A `streamsync run` process: its metrics, its CPU time."""
 
-    def __init__(self, config: Path, log: Path, event_loop: str = "uvloop") -> None:
+    def __init__(self, config: Path, log: Path) -> None:
         self._log_path = log
         self._log = log.open("w")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-        command = [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"]
         self.process = subprocess.Popen(
-            [*command, "--event-loop", event_loop],
+            [STREAMSYNC, "run", "--config", str(config), "--log-format", "json"],
             stdout=self._log,
             stderr=self._log,
             env=env,
@@ -216,9 +215,8 @@ class Bench:
         path.write_text(yaml.safe_dump(document))
         return path
 
-    def worker(self, config: Path, event_loop: str = "uvloop") -> Worker:
-        log = self.work / f"{config.stem}-{time.monotonic_ns()}.log"
-        return Worker(config, log, event_loop)
+    def worker(self, config: Path) -> Worker:
+        return Worker(config, self.work / f"{config.stem}-{time.monotonic_ns()}.log")
 
     # --- 1. throughput ----------------------------------------------------------------
     async def throughput(self) -> dict[str, Any]:
@@ -430,26 +428,12 @@ class Bench:
     async def idle(self) -> dict[str, Any]:
         """Two workers share 1,000 shards that receive nothing: what that costs in CPU,
         memory, GetRecords and lease-table writes and reads, then how soon a record written
-        into a quiet shard is picked up (the pickup bound, `polling.pickup_seconds`, 2 s). On
-        asyncio's own event loop, then on uvloop (the command's default), side by side."""
-        on_asyncio = await self._idle_on("asyncio")
-        results = await self._idle_on("uvloop")
-        results["asyncio_cpu_percent_of_one_core_per_worker"] = on_asyncio[
-            "cpu_percent_of_one_core_per_worker"
-        ]
-        results["uvloop_to_asyncio_cpu_ratio"] = round(
-            sum(results["cpu_percent_of_one_core_per_worker"])
-            / sum(on_asyncio["cpu_percent_of_one_core_per_worker"]),
-            3,
-        )
-        return results
-
-    async def _idle_on(self, event_loop: str) -> dict[str, Any]:
+        into a quiet shard is picked up (the pickup bound, `polling.pickup_seconds`, 2 s)."""
         shards, measure = 1000, (30 if self.quick else 120)
-        source = ReplaySource(f"bench-idle-{event_loop}", shards, self.services.moto_url)
+        source = ReplaySource("bench-idle", shards, self.services.moto_url)
         runner, endpoint = await self.serve(source)
-        config = self.config(endpoint, source.table, f"bench-idle-{event_loop}")
-        fleet = [self.worker(config, event_loop) for _ in range(2)]
+        config = self.config(endpoint, source.table, "bench-idle")
+        fleet = [self.worker(config) for _ in range(2)]
         try:
             for worker in fleet:
                 await worker.started()
@@ -484,13 +468,13 @@ class Bench:
         per_hour = 3600 / elapsed
         scans = lease_calls["Scan"]
         # A KCL worker with the same failover time scans the whole lease table every
-        # 2 x (failover + 25 ms) and renews each lease every failover / 3 - 25 ms (KCL 1.x-3.x,
-        # ../shared/notes/anchors-kcl-lambda-osi-limits.md); its scans read the same items.
-        kcl_scans = len(fleet) * 3600 / (2 * (10 + 0.025))
+        # 2 x (failover + 25 ms), eventually consistent (half the read units of streamsync's
+        # strongly consistent scans of the same items), and renews each lease every
+        # failover / 3 - 25 ms (KCL 1.x-3.x, ../shared/notes/anchors-kcl-lambda-osi-limits.md).
+        kcl_scans = len(fleet) * 3600 / (2 * (10 + 0.025)) / 2
         kcl_renewals = shards * 3600 / (10 / 3 - 0.025)
         pickups.sort()
         return {
-            "event_loop": event_loop,
             "idle_shards": shards,
             "workers": len(fleet),
             "seconds": round(elapsed),
@@ -500,6 +484,7 @@ class Bench:
             "lease_table_writes_per_hour": round(writes * per_hour),
             "lease_table_calls_per_hour": {a: round(n * per_hour) for a, n in lease_calls.items()},
             "lease_table_read_units_per_hour": round(units * per_hour),
+            "lease_table_scans_per_worker_hour": round(scans * per_hour / len(fleet)),
             "kcl_lease_table_read_units_per_hour": round(kcl_scans * units / max(scans, 1)),
             "kcl_lease_renewals_per_hour": round(kcl_renewals),
             "pickup_samples": len(pickups),

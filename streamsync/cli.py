@@ -13,10 +13,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
-
-import uvloop
+from collections.abc import Sequence
+from typing import Any
 
 from streamsync import __version__
 from streamsync.app import StreamSync
@@ -29,7 +27,6 @@ from streamsync.verify import VerifyReport
 
 log = logging.getLogger("streamsync")
 
-T = TypeVar("T")
 EXIT_PROBLEMS = 1
 EXIT_CONFIG = 2
 
@@ -82,21 +79,7 @@ def _common(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="json (default when not on a terminal) or text",
     )
     command.add_argument("--log-level", default="INFO")
-    command.add_argument(
-        "--event-loop",
-        choices=("uvloop", "asyncio"),
-        default="uvloop",
-        help="uvloop (default: less CPU per request, see docs/benchmarks.md) or asyncio's own",
-    )
     return command
-
-
-def _run_on(event_loop: str, coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a command's coroutine on the chosen event loop. Only the command chooses: an
-    embedding service runs the engine on its own loop."""
-    factory = uvloop.new_event_loop if event_loop == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coroutine)
 
 
 def _fail(lines: str, status: int) -> int:
@@ -160,18 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_CONFIG)
     try:
         if args.command == "validate":
-            problems = _run_on(args.event_loop, _validate(config))
+            problems = asyncio.run(_validate(config))
             if problems:
                 return _fail("\n".join(problems), EXIT_PROBLEMS)
             print(f"{args.config}: ok ({len(config.tables)} table(s), cluster reachable)")
             return 0
         if args.command == "backfill":
-            counts = _run_on(args.event_loop, _backfill(config, args))
+            counts = asyncio.run(_backfill(config, args))
             for table, count in counts.items():
                 print(f"backfill {table}: {count} items indexed")
             return 0
         if args.command == "verify":
-            reports = _run_on(args.event_loop, _verify(config, args))
+            reports = asyncio.run(_verify(config, args))
             if args.json:
                 print(json.dumps([{**vars(r), "drift": r.drift} for r in reports], indent=2))
             else:
@@ -179,14 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             drifted = any(r.drift for r in reports)
             return EXIT_PROBLEMS if drifted and not args.repair else 0
         if args.command == "status":
-            entries = _run_on(args.event_loop, _status(config))
+            entries = asyncio.run(_status(config))
             print(json.dumps(entries, indent=2) if args.json else render_status(entries))
             return 0
         if args.command == "dlq":
-            report = _run_on(args.event_loop, _replay(config, args.dry_run))
+            report = asyncio.run(_replay(config, args.dry_run))
             print(report.summary(args.dry_run))
             return EXIT_PROBLEMS if report.still_failing else 0
-        _run_on(args.event_loop, _run(config))
+        asyncio.run(_run(config))
     except StreamsyncError as error:
         return _fail(str(error), EXIT_PROBLEMS)
     return 0
