@@ -42,10 +42,9 @@ class LeaseWrites:
         self._tried_at = 0.0
         self._takes_in_flight = 0
 
-    def tried(self) -> float:
-        """Notes a lease write starting; returns when, for `answered`."""
+    def tried(self) -> None:
+        """Notes a lease write starting (its answer comes through `answered`)."""
         self._tried_at = clock.monotonic()
-        return self._tried_at
 
     @contextlib.contextmanager
     def taking(self) -> Iterator[None]:

@@ -182,6 +182,48 @@ async def sharded(clients: aws.Clients, shards: int, keys: int) -> tuple[TableSh
 # --- 5: renewals -----------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def four_shards_read_by_solo(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    *,
+    older_worker: bool = False,
+) -> AsyncIterator[tuple[str, list[Write], list[str]]]:
+    """One worker ("solo", failover FAILOVER) holding the 4 children of a split, records
+    flowing; yields the lease table, its write history and the children's shard ids; once the
+    block ends, the index must equal the table. `older_worker`: see `an_older_worker_beside`."""
+    shape, workload = await sharded(clients, shards=4, keys=40)
+    lease_table = aws.unique_name("leases")
+    history = streams_server.faults.record_writes(lease_table)
+    config = make_config(
+        moto_endpoint,
+        target,
+        lease_table,
+        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+        leases={"worker_id": "solo", "failover_seconds": FAILOVER},
+        checkpoint_interval_seconds=0.5,
+    )
+    beside = (
+        an_older_worker_beside(clients, lease_table) if older_worker else contextlib.nullcontext()
+    )
+    async with beside, running(config):
+        async with writing(workload, every=0.05):
+            await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
+            children = sorted(
+                shard
+                for shard, row in (await lease_rows(clients, lease_table)).items()
+                if row["checkpoint"]["S"] != SHARD_END
+            )
+            yield lease_table, history, children
+        await wait_until_equal(
+            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
+        )
+
+
 async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
     clients: aws.Clients,
     moto_endpoint: str,
@@ -197,38 +239,19 @@ async def test_a_black_holed_renewal_holds_up_no_other_lease_nor_the_heartbeat(
     the worker's heartbeat stood still. Now only the stuck lease may be taken again; the others
     and the heartbeat are written on time. Leases are renewed one by one only while a worker of
     an older version reads beside (see `an_older_worker_beside`); one does here."""
-    shape, workload = await sharded(clients, shards=4, keys=40)
-    lease_table = aws.unique_name("leases")
-    history = streams_server.faults.record_writes(lease_table)
-    config = make_config(
-        moto_endpoint,
-        target,
-        lease_table,
-        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
-        leases={"worker_id": "solo", "failover_seconds": FAILOVER},
-        checkpoint_interval_seconds=0.5,
-    )
-    async with an_older_worker_beside(clients, lease_table), running(config):
-        async with writing(workload, every=0.05):
-            await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
-            children = sorted(
-                shard
-                for shard, row in (await lease_rows(clients, lease_table)).items()
-                if row["checkpoint"]["S"] != SHARD_END
-            )
-            stuck, others = children[0], children[1:]
-            before = {shard: takes(history, shard) for shard in others}
-            beats = await heartbeat_counter(clients, lease_table, "solo")
-            streams_server.faults.inject("UpdateItem", delay=12.0, match=renewal_of(stuck))
-            await asyncio.sleep(4 * FAILOVER)
-            assert {shard: takes(history, shard) for shard in others} == before, (
-                "no other lease expired and was taken again"
-            )
-            assert all(renewals(history, shard) >= 8 for shard in others), "renewed on time"
-            assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
-        await wait_until_equal(
-            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
+    async with four_shards_read_by_solo(
+        clients, moto_endpoint, streams_server, target, probe, index_name, older_worker=True
+    ) as (lease_table, history, children):
+        stuck, others = children[0], children[1:]
+        before = {shard: takes(history, shard) for shard in others}
+        beats = await heartbeat_counter(clients, lease_table, "solo")
+        streams_server.faults.inject("UpdateItem", delay=12.0, match=renewal_of(stuck))
+        await asyncio.sleep(4 * FAILOVER)
+        assert {shard: takes(history, shard) for shard in others} == before, (
+            "no other lease expired and was taken again"
         )
+        assert all(renewals(history, shard) >= 8 for shard in others), "renewed on time"
+        assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
 
 
 async def test_a_black_holed_heartbeat_holds_up_neither_the_next_nor_any_lease(
@@ -243,32 +266,17 @@ async def test_a_black_holed_heartbeat_holds_up_neither_the_next_nor_any_lease(
     connection; failover 3 s). Leases live by the heartbeat: had the next beats waited for that
     one, every lease of the worker would have lapsed and been taken again. The next beats are
     sent and land on time, and no lease is taken again."""
-    shape, workload = await sharded(clients, shards=4, keys=40)
-    lease_table = aws.unique_name("leases")
-    history = streams_server.faults.record_writes(lease_table)
-    config = make_config(
-        moto_endpoint,
-        target,
-        lease_table,
-        [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
-        leases={"worker_id": "solo", "failover_seconds": FAILOVER},
-        checkpoint_interval_seconds=0.5,
-    )
-    async with running(config):
-        async with writing(workload, every=0.05):
-            await eventually(lambda: owned_by(clients, lease_table, "solo", 4), within=30)
-            shards = list(await lease_rows(clients, lease_table))
-            before = {shard: takes(history, shard) for shard in shards}
-            beats = await heartbeat_counter(clients, lease_table, "solo")
-            streams_server.faults.inject("UpdateItem", delay=12.0, match=is_heartbeat)
-            await asyncio.sleep(4 * FAILOVER)
-            assert {shard: takes(history, shard) for shard in shards} == before, (
-                "no lease lapsed and was taken again"
-            )
-            assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
-        await wait_until_equal(
-            clients.dynamodb, probe, shape.name, index_name, lambda item: expected_id(shape, item)
+    async with four_shards_read_by_solo(
+        clients, moto_endpoint, streams_server, target, probe, index_name
+    ) as (lease_table, history, children):
+        before = {shard: takes(history, shard) for shard in children}
+        beats = await heartbeat_counter(clients, lease_table, "solo")
+        streams_server.faults.inject("UpdateItem", delay=12.0, match=is_heartbeat)
+        await asyncio.sleep(4 * FAILOVER)
+        assert {shard: takes(history, shard) for shard in children} == before, (
+            "no lease lapsed and was taken again"
         )
+        assert await heartbeat_counter(clients, lease_table, "solo") >= beats + 8
 
 
 async def test_lease_writes_refused_for_good_are_reported_and_fail_healthz(
