@@ -105,6 +105,10 @@ class ReplaySource:
         # The lease table's bill: the calls forwarded to it, and what its scans read.
         self.lease_calls: Counter[str] = Counter()
         self.scan_read_units = 0.0
+        # One whole scan of the table, eventually consistent: what a KCL worker's scan costs.
+        self.full_scan_price = 0.0
+        self._pricing = 0.0
+        self.glance_read_units = 0.0  # BatchGetItem (the roster and heartbeats)
 
     # --- data ---------------------------------------------------------------------------
     def add(self, count: int, created: float | None = None, remember: bool = False) -> None:
@@ -252,8 +256,16 @@ class ReplaySource:
         async with self._http.post(self._moto_url, data=body, headers=headers) as answer:
             data = await answer.read()
             if action == "Scan" and answer.status == 200:
-                consistent = bool(orjson.loads(body).get("ConsistentRead"))
-                self.scan_read_units += scan_read_units(orjson.loads(data), consistent)
+                page, asked = orjson.loads(data), orjson.loads(body)
+                consistent = bool(asked.get("ConsistentRead"))
+                self.scan_read_units += scan_read_units(page, consistent)
+                if "ExclusiveStartKey" not in asked:
+                    self._pricing = 0.0
+                self._pricing += scan_read_units(page, consistent=False)
+                if "LastEvaluatedKey" not in page:
+                    self.full_scan_price = self._pricing
+            if action == "BatchGetItem" and answer.status == 200:
+                self.glance_read_units += batch_get_read_units(orjson.loads(data))
             return web.Response(
                 body=data,
                 status=answer.status,
@@ -266,6 +278,14 @@ def scan_read_units(page: dict[str, Any], consistent: bool) -> float:
     up, halved for eventually consistent reads."""
     units = math.ceil(sum(item_size(item) for item in page.get("Items", [])) / 4096)
     return float(max(units, 1)) if consistent else max(units, 1) / 2
+
+
+def batch_get_read_units(answer: dict[str, Any]) -> float:
+    """Strongly consistent: each item read, rounded up to 4 KB, one unit at least; a key not
+    found costs one too (DynamoDB bills the read), but a glance asks only for items that are
+    there unless a worker just left, so only the items found are counted."""
+    items = [item for table in answer.get("Responses", {}).values() for item in table]
+    return float(sum(max(1, math.ceil(item_size(item) / 4096)) for item in items))
 
 
 def item_size(item: dict[str, Any]) -> int:

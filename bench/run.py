@@ -447,6 +447,7 @@ class Bench:
                 cpu = [w.cpu_seconds() for w in fleet]
                 calls, leases = source.get_records_calls, Counter(source.lease_calls)
                 read_units, started = source.scan_read_units, time.monotonic()
+                glance_units = source.glance_read_units
                 await asyncio.sleep(measure)
                 elapsed = time.monotonic() - started
                 busy = [(w.cpu_seconds() - c) / elapsed for w, c in zip(fleet, cpu, strict=True)]
@@ -454,7 +455,9 @@ class Bench:
                 lease_calls = Counter(source.lease_calls)
                 lease_calls.subtract(leases)
                 writes = sum(lease_calls[a] for a in ("UpdateItem", "PutItem", "DeleteItem"))
-                units = source.scan_read_units - read_units
+                scan_units = source.scan_read_units - read_units
+                glance_units = source.glance_read_units - glance_units
+                units = scan_units + glance_units
                 pickups = await self._pickups(source, 20 if self.quick else 60)
                 source.add(1, remember=True)
                 written = time.monotonic()
@@ -468,10 +471,10 @@ class Bench:
         per_hour = 3600 / elapsed
         scans = lease_calls["Scan"]
         # A KCL worker with the same failover time scans the whole lease table every
-        # 2 x (failover + 25 ms), eventually consistent (half the read units of streamsync's
-        # strongly consistent scans of the same items), and renews each lease every
-        # failover / 3 - 25 ms (KCL 1.x-3.x, ../shared/notes/anchors-kcl-lambda-osi-limits.md).
-        kcl_scans = len(fleet) * 3600 / (2 * (10 + 0.025)) / 2
+        # 2 x (failover + 25 ms), eventually consistent (priced here from the pages streamsync's
+        # scans of the same items read), and renews each lease every failover / 3 - 25 ms
+        # (KCL 1.x-3.x, ../shared/notes/anchors-kcl-lambda-osi-limits.md).
+        kcl_scans = len(fleet) * 3600 / (2 * (10 + 0.025))
         kcl_renewals = shards * 3600 / (10 / 3 - 0.025)
         pickups.sort()
         return {
@@ -484,8 +487,12 @@ class Bench:
             "lease_table_writes_per_hour": round(writes * per_hour),
             "lease_table_calls_per_hour": {a: round(n * per_hour) for a, n in lease_calls.items()},
             "lease_table_read_units_per_hour": round(units * per_hour),
+            "lease_table_read_units_per_hour_scans_glances": [
+                round(scan_units * per_hour),
+                round(glance_units * per_hour),
+            ],
             "lease_table_scans_per_worker_hour": round(scans * per_hour / len(fleet)),
-            "kcl_lease_table_read_units_per_hour": round(kcl_scans * units / max(scans, 1)),
+            "kcl_lease_table_read_units_per_hour": round(kcl_scans * source.full_scan_price),
             "kcl_lease_renewals_per_hour": round(kcl_renewals),
             "pickup_samples": len(pickups),
             "pickup_p50_seconds": round(statistics.median(pickups), 3),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamsync.awsjson import AwsError
 from streamsync.leases import requests
+from streamsync.leases.heartbeats import Glance
 from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, SHARD_END, Lease, WorkerBeat
 from streamsync.leases.requests import LeaseLost, LeaseWrite
 from streamsync.leases.table import LeaseScan
@@ -158,6 +159,10 @@ class InMemoryStream:
         return shards[shard_id]
 
 
+# The lease writes the roster counts (see streamsync.leases.heartbeats).
+CHANGES = frozenset({"create", "take", "finish", "fail", "release", "delete"})
+
+
 def _sequence_number(record: dict[str, Any]) -> int:
     return int(record["dynamodb"]["SequenceNumber"])
 
@@ -187,6 +192,7 @@ class InMemoryLeases:
         self.leases: dict[str, Lease] = {}
         self.heartbeats = InMemoryHeartbeats(self._pass)
         self.writes: list[Landed] = []  # in the order they landed
+        self.scans: list[tuple[float, bool]] = []  # (loop time, strongly consistent) of each
         self._hung: set[tuple[str, str | None]] = set()  # (operation, owner or None: anyone)
         self._resumed = asyncio.Event()
         self.held_up: list[tuple[str, str | None]] = []  # hung writes waiting: (operation, by)
@@ -202,10 +208,12 @@ class InMemoryLeases:
     def steal(self, key: str, owner: str) -> Lease:
         stolen = requests.take(self.name, self.leases[key], owner, None, time.time()).lease
         self.leases[key] = stolen
+        self.heartbeats.changes += 1  # the taker tells the roster
         return stolen
 
-    async def scan(self) -> LeaseScan:
+    async def scan(self, consistent: bool = True) -> LeaseScan:
         await self._pass("scan")
+        self.scans.append((asyncio.get_running_loop().time(), consistent))
         return LeaseScan(list(self.leases.values()), list(self.heartbeats.beats.values()))
 
     async def create(self, lease: Lease) -> bool:
@@ -277,6 +285,8 @@ class InMemoryLeases:
 
     def _landed(self, operation: str, key: str, by: str | None) -> None:
         self.writes.append(Landed(operation, key, by, asyncio.get_running_loop().time()))
+        if operation in CHANGES:
+            self.heartbeats.changes += 1  # as LeaseTable tells the roster
 
     async def _pass(self, operation: str, owner: str | None = None) -> None:
         while (operation, None) in self._hung or (operation, owner) in self._hung:
@@ -288,11 +298,16 @@ class InMemoryLeases:
 
 
 class InMemoryHeartbeats:
-    """Worker heartbeats as `Heartbeats` keeps them: a counter bumped by each beat. Beside
-    `InMemoryLeases`, `hang("beat", owner=...)` holds a worker's beats too."""
+    """Worker heartbeats and the roster as `Heartbeats` keeps them: a counter bumped by each
+    beat; `members`, joined by a new heartbeat and left by a removed one; `changes`, bumped by
+    joins, leaves, a worker's new streams and (from `InMemoryLeases`) the lease changes the
+    roster counts. Beside `InMemoryLeases`, `hang("beat", owner=...)` holds a worker's beats."""
 
     def __init__(self, gate: Callable[[str, str | None], Awaitable[None]] | None = None) -> None:
         self.beats: dict[str, WorkerBeat] = {}
+        self.members: set[str] = set()
+        self.changes = 0
+        self.glances = 0
         self._gate = gate
 
     async def beat(self, worker_id: str, streams: Iterable[str]) -> None:
@@ -303,14 +318,25 @@ class InMemoryHeartbeats:
         self.beats[worker_id] = WorkerBeat(
             worker_id, counter, frozenset(streams), time.time(), LIVENESS_BY_HEARTBEAT
         )
+        if before is None:
+            self.members.add(worker_id)
+        if before is None or before.streams != frozenset(streams):
+            self.changes += 1
 
     async def remove(self, worker_id: str) -> None:
         self.beats.pop(worker_id, None)
+        self.members.discard(worker_id)
+        self.changes += 1
 
     async def delete(self, seen: WorkerBeat) -> None:
         stored = self.beats.get(seen.worker_id)
         if stored is not None and stored.counter == seen.counter:
-            del self.beats[seen.worker_id]
+            await self.remove(seen.worker_id)
+
+    async def glance(self, worker_ids: Iterable[str]) -> Glance:
+        self.glances += 1
+        beats = [self.beats[worker] for worker in set(worker_ids) if worker in self.beats]
+        return Glance(frozenset(self.members), self.changes, beats)
 
 
 class InMemorySink:

@@ -1,9 +1,9 @@
 """The taker: decides which leases this worker reads, and starts a reader for each one taken.
 
-Each cycle scans the lease table once, lists the streams' shards when discovery is due, then
-takes what the planner says (free and expired leases, or one steal) and gives up what it says
-to balance the load. A cycle runs every half failover time, or sooner when woken: a shard ended
-(its children may start) or a reader ended (its lease is taken again).
+Each cycle looks at the lease table (see LeaseScanner.cycle), lists the streams' shards when
+discovery is due, then takes what the planner says (free and expired leases, or one steal) and
+gives up what it says to balance the load. A cycle runs every half failover time, or sooner
+when woken: a shard ended (its children may start) or a reader ended (its lease is taken again).
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class Taker:
         while not self._worker.stopping.is_set():
             # Cleared before the scan: a wake-up during the cycle (a take lost to a release, a
             # shard's end) calls for another cycle at once, not after the pause.
+            woken = self._worker.wake.is_set()
             self._worker.wake.clear()
-            snapshot = await self._scanner.scan()
+            snapshot = await self._scanner.cycle(full=woken)
             if loop.time() >= next_discovery:
                 for source in self._worker.sources.values():
                     known = snapshot.setdefault(source.stream_arn, {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from streamsync.leases.heartbeats import Glance
 from streamsync.leases.model import Lease, WorkerBeat
 from streamsync.leases.table import LeaseScan
 
@@ -18,8 +19,9 @@ from streamsync.leases.table import LeaseScan
 class LeaseStore(Protocol):
     name: str
 
-    async def scan(self) -> LeaseScan:
-        """Every lease and heartbeat, strongly consistent."""
+    async def scan(self, consistent: bool = True) -> LeaseScan:
+        """Every lease and heartbeat (strongly consistent unless asked). Creates, takes,
+        releases, finishes, fails and deletes are told to the roster (see Glance)."""
         ...
 
     async def create(self, lease: Lease) -> bool:
@@ -47,7 +49,8 @@ class LeaseStore(Protocol):
 
 class HeartbeatStore(Protocol):
     async def beat(self, worker_id: str, streams: Iterable[str]) -> None:
-        """Bumps this worker's heartbeat counter and says which streams it reads."""
+        """Bumps this worker's heartbeat counter and says which streams it reads; joins the
+        roster when the heartbeat is new."""
         ...
 
     async def remove(self, worker_id: str) -> None:
@@ -56,4 +59,9 @@ class HeartbeatStore(Protocol):
 
     async def delete(self, seen: WorkerBeat) -> None:
         """Deletes another worker's heartbeat, unless it beat again since it was seen."""
+        ...
+
+    async def glance(self, worker_ids: Iterable[str]) -> Glance:
+        """The roster and these workers' heartbeats, strongly consistent (the ones missing:
+        deleted)."""
         ...

@@ -65,11 +65,11 @@ def create_table(table: str) -> Request:
     )
 
 
-def scan(table: str, **narrowed: Any) -> Request:
-    """A strongly consistent scan (of what `narrowed`, e.g. a FilterExpression, lets through):
-    an eventually consistent one could show a lease as it was before its last write, and a take
-    fenced on that counter would be refused for nothing."""
-    return Request("Scan", {"TableName": table, "ConsistentRead": True, **narrowed})
+def scan(table: str, consistent: bool = True, **narrowed: Any) -> Request:
+    """A scan (of what `narrowed`, e.g. a FilterExpression, lets through), strongly consistent
+    unless asked: an eventually consistent one costs half but could show a lease as it was
+    before its last write, and a take fenced on that counter would be refused for nothing."""
+    return Request("Scan", {"TableName": table, "ConsistentRead": consistent, **narrowed})
 
 
 def next_page(request: Request, answer: dict[str, Any]) -> Request | None:

@@ -10,6 +10,7 @@ and the rare calls are cheaper there too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from streamsync.leases.requests import KEY, LeaseLost, LeaseWrite, Request
 
 if TYPE_CHECKING:
     from streamsync.awsjson import AwsJsonClient
+
+log = logging.getLogger("streamsync.leases")
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,10 @@ class LeaseTable:
                 f"(hash key '{KEY}', type S) or grant dynamodb:CreateTable"
             ) from error
 
-    async def scan(self) -> LeaseScan:
-        """Every lease and worker heartbeat: one strongly consistent scan."""
+    async def scan(self, consistent: bool = True) -> LeaseScan:
+        """Every lease and worker heartbeat: one scan, strongly consistent unless asked."""
         scan = LeaseScan([], [])
-        async for item in scan_items(self._client, requests.scan(self.name)):
+        async for item in scan_items(self._client, requests.scan(self.name, consistent)):
             kind = item.get("kind", {}).get("S")
             if kind == heartbeats.WORKER_KIND:
                 scan.workers.append(heartbeats.from_item(item))
@@ -96,12 +99,14 @@ class LeaseTable:
             if error.code == requests.CONDITION_FAILED:
                 return False
             raise
+        await self._changed()
         return True
 
     async def take(self, seen: Lease, owner: str, index: str | None = None) -> Lease:
         """Takes a lease as it was seen (unowned, expired or stolen); LeaseLost if it changed.
         `index`: the index its records go to, recorded where the lease does not say yet."""
-        return await self._write(seen, requests.take(self.name, seen, owner, index, time.time()))
+        write = requests.take(self.name, seen, owner, index, time.time())
+        return await self._write(seen, write, changes=True)
 
     async def hold_version_floor(self, held: Lease, version: int) -> Lease:
         """Records, before records read after a loss are numbered, where their numbering
@@ -120,22 +125,40 @@ class LeaseTable:
 
     async def finish(self, held: Lease, version: int) -> Lease:
         """Marks the shard read to its end and gives the lease up, so its children may start."""
-        return await self._write(held, requests.finish(self.name, held, version, time.time()))
+        write = requests.finish(self.name, held, version, time.time())
+        return await self._write(held, write, changes=True)
 
     async def fail(self, held: Lease, reason: str) -> Lease:
         """Gives a lease up for good: workers do not take it while its table's policy says so."""
-        return await self._write(held, requests.fail(self.name, held, reason))
+        return await self._write(held, requests.fail(self.name, held, reason), changes=True)
 
     async def release(self, held: Lease) -> Lease:
         """Gives a lease up (graceful shutdown) so another worker takes it without waiting."""
-        return await self._write(held, requests.release(self.name, held, time.time()))
+        write = requests.release(self.name, held, time.time())
+        return await self._write(held, write, changes=True)
 
     async def delete(self, seen: Lease) -> None:
         await self._fenced(seen, requests.delete(self.name, seen.key, seen.counter))
+        await self._changed()
 
-    async def _write(self, seen: Lease, write: LeaseWrite) -> Lease:
+    async def _write(self, seen: Lease, write: LeaseWrite, changes: bool = False) -> Lease:
         await self._fenced(seen, write.request)
+        if changes:
+            await self._changed()
         return write.lease
+
+    async def _changed(self) -> None:
+        """Tells the other workers (through the roster) that a lease changed hands, appeared or
+        ended, so that their next cycle scans. Best effort: the write it follows has landed, and
+        a change left untold is found by their periodic full scan, a few failover times on."""
+        try:
+            await self._send(heartbeats.changed(self.name))
+        except Exception as error:  # any failure here only delays the others
+            log.warning(
+                "could not tell the other workers of a lease change; they see it at their next "
+                "full scan",
+                extra={"lease_table": self.name, "error": str(error)},
+            )
 
     async def _fenced(self, seen: Lease, request: Request) -> None:
         try:

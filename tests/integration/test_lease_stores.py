@@ -12,7 +12,7 @@ import pytest
 from aiobotocore.credentials import AioCredentials
 
 from streamsync.awsjson import AwsJsonClient
-from streamsync.leases.heartbeats import Heartbeats
+from streamsync.leases.heartbeats import Glance, Heartbeats
 from streamsync.leases.model import LATEST, SHARD_END, Lease
 from streamsync.leases.ports import HeartbeatStore, LeaseStore
 from streamsync.leases.requests import LeaseLost
@@ -130,3 +130,38 @@ async def test_heartbeats_count_up_and_are_deleted_only_as_seen(stores: Stores) 
     await heartbeats.beat("w2", ["arn:a"])
     await heartbeats.remove("w2")
     assert (await leases.scan()).workers == []
+
+
+async def test_the_roster_counts_joins_leaves_and_lease_changes(stores: Stores) -> None:
+    """What a glance shows: who joined (and has not left), and a count that moves with every
+    change that should make the others scan (not with checkpoints or a beat like the last)."""
+    leases, heartbeats = stores
+    assert await heartbeats.glance(["w1"]) == Glance(frozenset(), 0, []), "nothing yet"
+    await heartbeats.beat("w1", ["arn:stream"])
+    joined = await heartbeats.glance(["w1", "w2"])
+    assert (joined.members, [b.worker_id for b in joined.beats]) == ({"w1"}, ["w1"])
+    assert joined.changes >= 1
+
+    async def counted(change: Callable[[], Awaitable[object]]) -> int:
+        before = (await heartbeats.glance([])).changes
+        await change()
+        return (await heartbeats.glance([])).changes - before
+
+    assert await counted(lambda: heartbeats.beat("w1", ["arn:stream"])) == 0
+    assert await counted(lambda: heartbeats.beat("w1", ["arn:stream", "arn:more"])) == 1
+    assert await counted(lambda: leases.create(fresh())) == 1
+    assert await counted(lambda: leases.create(fresh())) == 0, "it existed: nothing changed"
+    taken = await leases.take(fresh(), "w1")
+    assert await counted(lambda: leases.checkpoint(taken, "100", 1)) == 0
+    checkpointed = (await leases.scan()).leases[0]
+    assert await counted(lambda: leases.release(checkpointed)) == 1
+    assert await counted(lambda: heartbeats.beat("w2", ["arn:stream"])) == 1, "w2 joins"
+    (w2,) = (await heartbeats.glance(["w2"])).beats
+    await heartbeats.beat("w2", ["arn:stream"])
+    await heartbeats.delete(w2)  # it beat since: kept, and still in the roster
+    assert (await heartbeats.glance([])).members == {"w1", "w2"}
+    (w2,) = (await heartbeats.glance(["w2"])).beats
+    assert await counted(lambda: heartbeats.delete(w2)) == 1
+    assert await counted(lambda: heartbeats.remove("w1")) == 1
+    left = await heartbeats.glance(["w1", "w2"])
+    assert (left.members, left.beats) == (frozenset(), [])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from streamsync.coordinator.scan import FULL_SCAN_FAILOVERS
 from streamsync.leases.model import SHARD_END, Lease, lease_key
 from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
 from tests.support.inmemory import (
@@ -265,3 +266,39 @@ async def test_idle_leases_cost_no_lease_writes() -> None:
         beaten = leases.heartbeats.beats[name].counter - counter
         assert 600 / (FAILOVER / 3) - 2 <= beaten <= 600 / (FAILOVER / 3) + 2
     await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_idle_workers_read_the_whole_lease_table_only_now_and_then() -> None:
+    """Balanced and idle, a worker reads the roster and the heartbeats it knows of each cycle (a
+    glance, a few items) and scans the whole lease table only every FULL_SCAN_FAILOVERS failover
+    times, eventually consistent. A worker joining is still seen at the others' next cycle: the
+    roster counts it, they scan, and give it its share (releases: it need not steal)."""
+    stream, leases = stream_of(6), InMemoryLeases()
+    a, b = start_worker("a", stream, leases), start_worker("b", stream, leases)
+    await settled([a, b], 3)
+    loop = asyncio.get_running_loop()
+    since, glances = loop.time(), leases.heartbeats.glances
+    await asyncio.sleep(600)
+    scans = [consistent for at, consistent in leases.scans if at > since]
+    assert not any(scans), "no strongly consistent scan while nothing changes"
+    periodic = 600 / (FULL_SCAN_FAILOVERS * FAILOVER)
+    assert 2 * (periodic - 1) <= len(scans) <= 2 * (periodic + 1)
+    cycles = 600 / (FAILOVER / 2)
+    assert leases.heartbeats.glances - glances >= 2 * (cycles - 2)
+    assert a.held() | b.held() == {f"shard-{n}" for n in range(6)}
+
+    # Just after both periodic scans, so that none is due while c joins.
+    scanned = len(leases.scans)
+    await until(lambda: len(leases.scans) >= scanned + 2, FULL_SCAN_FAILOVERS * FAILOVER, "scans")
+    joined = loop.time()
+    leases.hang("take", owner="c")  # c cannot steal: only the roster tells a and b of it
+    c = start_worker("c", stream, leases)
+    given = await until(
+        lambda: any(w.operation == "release" for w in leases.writes if w.at > joined),
+        FULL_SCAN_FAILOVERS * FAILOVER,
+        "a or b gives a lease up for c",
+    )
+    assert given <= FAILOVER / 2 + 0.5, "at their next cycle, not at a periodic scan"
+    leases.resume()
+    await settled([a, b, c], 2)
+    await asyncio.gather(a.stop(), b.stop(), c.stop())

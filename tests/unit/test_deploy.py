@@ -76,6 +76,14 @@ def test_the_iam_policy_grants_what_streamsync_calls_and_no_wildcard_actions() -
     } <= actions
     assert not any("*" in action for action in actions)
     assert all(s["Resource"] != "*" for s in policy["Statement"])
+    (leases,) = [s for s in policy["Statement"] if s["Resource"].endswith("/streamsync-leases")]
+    assert {
+        "dynamodb:Scan",
+        "dynamodb:BatchGetItem",  # the taker's glance at the roster and heartbeats
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+    } <= set(leases["Action"])
 
 
 def test_the_image_runs_streamsync_as_a_non_root_user_with_a_health_check() -> None:

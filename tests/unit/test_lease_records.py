@@ -37,8 +37,56 @@ def test_heartbeats_bump_their_counter_name_their_streams_and_their_protocol() -
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
             },
+            "ReturnValues": "UPDATED_OLD",
         },
     )
+
+
+def test_the_roster_counts_joins_leaves_and_changes() -> None:
+    def update(expression: str, **me: Any) -> Request:
+        values = {":kind": {"S": "roster"}, ":one": {"N": "1"}, **me}
+        return Request(
+            "UpdateItem",
+            {
+                "TableName": T,
+                "Key": {KEY: {"S": "roster|"}},
+                "UpdateExpression": f"SET kind = :kind ADD changes :one{expression}",
+                "ExpressionAttributeValues": values,
+            },
+        )
+
+    me = {":me": {"SS": ["w1"]}}
+    assert heartbeats.join(T, "w1") == update(", members :me", **me)
+    assert heartbeats.leave(T, "w1") == update(" DELETE members :me", **me)
+    assert heartbeats.changed(T) == update("")
+
+
+def test_a_glance_reads_the_roster_and_heartbeats_strongly_consistent_a_hundred_at_a_time() -> None:
+    workers = [f"w{n:03}" for n in range(150)]
+    first, second = heartbeats.glance(T, [*workers, "w000"])
+    keys = [{KEY: {"S": "roster|"}}, *({KEY: {"S": f"worker|{w}"}} for w in workers)]
+    assert first == Request(
+        "BatchGetItem", {"RequestItems": {T: {"Keys": keys[:100], "ConsistentRead": True}}}
+    )
+    assert second.payload["RequestItems"][T] == {"Keys": keys[100:], "ConsistentRead": True}
+    found = heartbeats.glance_from(
+        [
+            {
+                KEY: {"S": "roster|"},
+                "kind": {"S": "roster"},
+                "members": {"SS": ["w1", "w2"]},
+                "changes": {"N": "7"},
+            },
+            {
+                KEY: {"S": "worker|w1"},
+                "kind": {"S": "worker"},
+                "workerId": {"S": "w1"},
+                "leaseCounter": {"N": "3"},
+            },
+        ]
+    )
+    assert found == heartbeats.Glance(frozenset({"w1", "w2"}), 7, [WorkerBeat("w1", 3)])
+    assert heartbeats.glance_from([]) == heartbeats.Glance(frozenset(), 0, [])
 
 
 def test_heartbeat_items() -> None:

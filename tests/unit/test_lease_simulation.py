@@ -121,6 +121,7 @@ class LeaseTable:
             return None
         self.rows[seen.key] = new
         self.writes[kind] += 1
+        self.writes["roster"] += 1  # the change told to the roster, so the others scan
         return new
 
     def take(self, seen: Lease, owner: str) -> Lease | None:
@@ -150,10 +151,13 @@ class LeaseTable:
         counter = last.counter + 1 if last else 1
         self.beats[key] = WorkerBeat(worker_id, counter, streams, protocol=self.protocol)
         self.writes["beat"] += 1
+        if last is None:
+            self.writes["roster"] += 1  # it joins the roster
 
     def remove_heartbeat(self, worker_id: str) -> None:
         del self.beats[worker_key(worker_id)]
         self.writes["delete"] += 1
+        self.writes["roster"] += 1  # it leaves the roster
 
     def delete_beat(self, seen: WorkerBeat) -> None:
         """Deletes a stale heartbeat, unless it beat again since it was seen."""
@@ -161,6 +165,7 @@ class LeaseTable:
         if current is not None and current.counter == seen.counter:
             del self.beats[seen.key]
             self.writes["delete"] += 1
+            self.writes["roster"] += 1  # out of the roster first (Heartbeats.delete)
 
 
 @dataclass
@@ -949,3 +954,6 @@ def test_ten_thousand_shards_twenty_workers_write_leases_only_when_they_move() -
     # given up or released by a leaver, or one from another owner (a steal, an expired lease).
     assert sim.table.writes["take"] == n + sim.released + sim.released_on_leave + sim.moves
     assert sim.table.writes["release"] == sim.released + sim.released_on_leave
+    # The roster hears of each of those, each join (20 workers) and each heartbeat deleted.
+    writes = sim.table.writes
+    assert writes["roster"] == writes["take"] + writes["release"] + 20 + writes["delete"]
