@@ -230,6 +230,6 @@ class Verifier:
             return
         # Like a scanned image: an item re-created after the verify began outranks the delete.
         version = scan_version(self._started)
-        origin = Origin(self._config.table, SOURCE, 0, {})
+        origin = Origin(self._config.table, SOURCE, 0, b"{}")
         action = Action("delete", self._config.index, doc_id, version, None, origin)
         await self._repair(action, report)

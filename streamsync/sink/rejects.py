@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from streamsync.sink.deadletter import DeadLetter
 from streamsync.sink.ports import DeadLetterSink
 from streamsync.transform.actions import Action, TransformError
@@ -49,7 +51,7 @@ class Rejects:
                 version=action.version,
                 reason=str(error.get("type", "rejected")),
                 error=error,
-                record=origin.record,
+                record=orjson.loads(origin.record),
                 index=action.index,
                 doc_id=action.doc_id,
                 op=action.op,

@@ -37,7 +37,9 @@ class Origin:
     table: str
     shard_id: str
     sequence_number: int
-    record: dict[str, Any]  # as it came, for dead letters
+    # As it came, for dead letters: JSON, not the parsed record, which takes several times the
+    # memory while the action waits in the queue (most never become dead letters).
+    record: bytes
     created_at: float | None = None  # of the change, for the lag metric
 
 
@@ -126,7 +128,11 @@ class RecordTransformer:
 
     async def _actions(self, record: StreamRecord, shard_id: str, version: int) -> list[Action]:
         origin = Origin(
-            self._config.table, shard_id, record.sequence_number, record.raw, record.created_at
+            self._config.table,
+            shard_id,
+            record.sequence_number,
+            orjson.dumps(record.raw),
+            record.created_at,
         )
         doc_id = document_id(record.keys, self._hash_key, self._range_key)
         index = self._config.index

@@ -599,7 +599,7 @@ async def test_a_delete_is_not_undone_by_an_older_image_after_gc_deletes(
     def action(doc_id: str, version: int, document: dict[str, Any] | None) -> tuple[Action, Ticket]:
         op = "index" if document is not None else "delete"
         source = orjson.dumps(document) if document is not None else None
-        act = Action(op, index_name, doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+        act = Action(op, index_name, doc_id, version, source, Origin("t", "s", version, b"{}"))  # type: ignore[arg-type]
         return act, tracker.register(version, version, 1)
 
     try:
@@ -658,7 +658,7 @@ async def check_an_unreadable_tombstone(
 
     def action(op: str, version: int) -> Action:
         source = orjson.dumps({"n": 1}) if op == "index" else None
-        return Action(op, index_name, "x", version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+        return Action(op, index_name, "x", version, source, Origin("t", "s", version, b"{}"))  # type: ignore[arg-type]
 
     # The tombstone exactly as the bulk indexer records it (the same index, id and version).
     meta_line, tombstone_line, _ = tombstones.lines(action("delete", 20)).split(b"\n")

@@ -36,7 +36,7 @@ def make(
     """An action and, beside it, the ticket its settlement acknowledges."""
     op = "delete" if document is None else "index"
     source = None if document is None else orjson.dumps(document)
-    act = Action(op, index, doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+    act = Action(op, index, doc_id, version, source, Origin("t", "s", version, b"{}"))  # type: ignore[arg-type]
     return act, tracker.register(version, version, 1)
 
 

@@ -64,7 +64,7 @@ def action(
 ) -> tuple[Action, Ticket]:
     """An action and, beside it, the ticket its settlement acknowledges."""
     source = orjson.dumps({"id": doc_id, "v": version}) if op == "index" else None
-    act = Action(op, "idx", doc_id, version, source, Origin("t", "shard-1", version, {}))  # type: ignore[arg-type]
+    act = Action(op, "idx", doc_id, version, source, Origin("t", "shard-1", version, b"{}"))  # type: ignore[arg-type]
     return act, tracker.register(version, version, 1)
 
 

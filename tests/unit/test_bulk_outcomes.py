@@ -20,7 +20,7 @@ Item = dict[str, Any]
 
 def action(doc_id: str, version: int = 1, op: str = "index", size: int = 0) -> Action:
     source = orjson.dumps({"pad": "x" * size}) if op == "index" else None
-    return Action(op, "idx", doc_id, version, source, Origin("t", "s", version, {}))  # type: ignore[arg-type]
+    return Action(op, "idx", doc_id, version, source, Origin("t", "s", version, b"{}"))  # type: ignore[arg-type]
 
 
 def item(op: str, status: int, error_type: str | None = None, result: str | None = None) -> Item:

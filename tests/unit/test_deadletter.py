@@ -282,7 +282,7 @@ async def test_a_version_conflict_is_counted_as_stale_never_as_indexed_nor_dead(
     indexer = BulkIndexer(_Conflicts(), config, metrics, on_rejected)  # type: ignore[arg-type]
     lanes = asyncio.create_task(indexer.run())
     tracker = AckTracker()
-    older = Action("index", "idx", "a", 3, b'{"n":1}', Origin("orders", "s", 3, {}))
+    older = Action("index", "idx", "a", 3, b'{"n":1}', Origin("orders", "s", 3, b"{}"))
     await indexer.put(older, tracker.register(3, 3, 1))
     await indexer.drain()
     await indexer.close()
