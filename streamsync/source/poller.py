@@ -156,11 +156,12 @@ class ShardPoller:
             polled_at = now
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
+            read_some = bool(page.records)
             await self._take_in(page)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
-            wait = 0.0 if page.records else await self._idle(wait, now - sent)
+            wait = 0.0 if read_some else await self._idle(wait, now - sent)
         return _Outcome.STOPPED
 
     async def _next_page(
@@ -192,12 +193,17 @@ class ShardPoller:
         return None, iterator, page
 
     async def _take_in(self, page: RecordsPage) -> None:
-        records: list[StreamRecord] = []
-        for raw in page.records:
-            if (record := await self._parsed(raw)) is not None:
+        """Empties the page: each record is let go once its actions are queued, not with the
+        whole page (1,000 parsed records take megabytes, held while a full queue makes a put
+        wait, on every busy shard at once)."""
+        last: StreamRecord | None = None
+        raws = page.records
+        raws.reverse()
+        while raws:
+            if (record := await self._parsed(raws.pop())) is not None:
                 await self._process(record)
-                records.append(record)
-        self._state.page_read(records)
+                last = record
+        self._state.page_read(last)
 
     async def _idle(self, wait: float, polled_in: float) -> float:
         """An empty poll (answered in `polled_in` seconds): waits twice as long as after the

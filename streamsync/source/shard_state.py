@@ -67,9 +67,10 @@ class ShardState:
     def on_acknowledged(self, callback: Callable[[], None]) -> None:
         self._acks.on_advance = callback
 
-    def page_read(self, records: list[StreamRecord]) -> None:
-        """After each page: an empty page means the reader caught up with the shard."""
-        self._behind_since = records[-1].created_at if records else None
+    def page_read(self, last: StreamRecord | None) -> None:
+        """After each page, with its last record: an empty page means the reader caught up with
+        the shard."""
+        self._behind_since = last.created_at if last is not None else None
 
     def iterator_age(self, now: float) -> float:
         """How far behind the reader is: now minus the creation time of the last record read,

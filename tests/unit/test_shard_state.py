@@ -162,10 +162,10 @@ def test_a_record_that_gave_no_action_is_acknowledged_when_sent() -> None:
 def test_the_iterator_age_grows_until_a_page_comes_back_empty() -> None:
     state = ShardState(start_version=0)
     assert state.iterator_age(T0 + 100) == 0.0
-    state.page_read([record(1, T0), record(2, T0 + 10)])
+    state.page_read(record(2, T0 + 10))
     assert state.iterator_age(T0 + 40) == 30.0, "measured from the last record read"
     assert state.iterator_age(T0 + 5) == 0.0, "never negative"
-    state.page_read([])
+    state.page_read(None)
     assert state.iterator_age(T0 + 100) == 0.0, "caught up"
 
 
