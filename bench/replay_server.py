@@ -104,6 +104,7 @@ class ReplaySource:
         self.picked_up: dict[str, float] = {}  # key -> when first served, for remembered keys
         # The lease table's bill: the calls forwarded to it, and what its scans read.
         self.lease_calls: Counter[str] = Counter()
+        self.lease_writes: Counter[str] = Counter()  # by item: "lease", "worker", "roster"
         self.scan_read_units = 0.0
         # One whole scan of the table, eventually consistent: what a KCL worker's scan costs.
         self.full_scan_price = 0.0
@@ -253,6 +254,11 @@ class ReplaySource:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
         action = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         self.lease_calls[action] += 1
+        if action in ("UpdateItem", "PutItem", "DeleteItem"):
+            key = orjson.loads(body).get("Key") or orjson.loads(body).get("Item") or {}
+            written = key.get("leaseKey", {}).get("S", "")
+            kind = written.partition("|")[0]
+            self.lease_writes[kind if kind in ("worker", "roster") else "lease"] += 1
         async with self._http.post(self._moto_url, data=body, headers=headers) as answer:
             data = await answer.read()
             if action == "Scan" and answer.status == 200:

@@ -446,6 +446,7 @@ class Bench:
                 await asyncio.sleep(15)  # hand-offs done, every reader in its idle back-off
                 cpu = [w.cpu_seconds() for w in fleet]
                 calls, leases = source.get_records_calls, Counter(source.lease_calls)
+                items = Counter(source.lease_writes)
                 read_units, started = source.scan_read_units, time.monotonic()
                 glance_units = source.glance_read_units
                 await asyncio.sleep(measure)
@@ -454,6 +455,8 @@ class Bench:
                 polls = (source.get_records_calls - calls) / elapsed
                 lease_calls = Counter(source.lease_calls)
                 lease_calls.subtract(leases)
+                by_item = Counter(source.lease_writes)
+                by_item.subtract(items)
                 writes = sum(lease_calls[a] for a in ("UpdateItem", "PutItem", "DeleteItem"))
                 scan_units = source.scan_read_units - read_units
                 glance_units = source.glance_read_units - glance_units
@@ -486,6 +489,9 @@ class Bench:
             "get_records_per_idle_shard_hour": round(polls * 3600 / shards),
             "lease_table_writes_per_hour": round(writes * per_hour),
             "lease_table_calls_per_hour": {a: round(n * per_hour) for a, n in lease_calls.items()},
+            "lease_table_writes_per_hour_by_item": {
+                item: round(n * per_hour) for item, n in by_item.items()
+            },
             "lease_table_read_units_per_hour": round(units * per_hour),
             "lease_table_read_units_per_hour_scans_glances": [
                 round(scan_units * per_hour),

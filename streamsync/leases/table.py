@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamsync.leases")
 
+ANNOUNCE_EVERY_SECONDS = 1.0  # lease changes told to the roster at most this often
+
 
 @dataclass(frozen=True)
 class LeaseScan:
@@ -48,6 +50,8 @@ class LeaseTable:
     def __init__(self, client: AwsJsonClient, name: str) -> None:
         self._client = client
         self.name = name
+        self._unannounced = False  # a change the roster has not been told of yet
+        self._announcing: asyncio.Task[None] | None = None
 
     async def exists(self) -> bool:
         try:
@@ -99,7 +103,7 @@ class LeaseTable:
             if error.code == requests.CONDITION_FAILED:
                 return False
             raise
-        await self._changed()
+        self._changed()
         return True
 
     async def take(self, seen: Lease, owner: str, index: str | None = None) -> Lease:
@@ -139,26 +143,36 @@ class LeaseTable:
 
     async def delete(self, seen: Lease) -> None:
         await self._fenced(seen, requests.delete(self.name, seen.key, seen.counter))
-        await self._changed()
+        self._changed()
 
     async def _write(self, seen: Lease, write: LeaseWrite, changes: bool = False) -> Lease:
         await self._fenced(seen, write.request)
         if changes:
-            await self._changed()
+            self._changed()
         return write.lease
 
-    async def _changed(self) -> None:
+    def _changed(self) -> None:
         """Tells the other workers (through the roster) that a lease changed hands, appeared or
-        ended, so that their next cycle scans. Best effort: the write it follows has landed, and
-        a change left untold is found by their periodic full scan, a few failover times on."""
-        try:
-            await self._send(heartbeats.changed(self.name))
-        except Exception as error:  # any failure here only delays the others
-            log.warning(
-                "could not tell the other workers of a lease change; they see it at their next "
-                "full scan",
-                extra={"lease_table": self.name, "error": str(error)},
-            )
+        ended, so that their next cycle scans. In the background and coalesced: at most one
+        announcement a second (a worker taking a thousand leases at start would otherwise write
+        the one roster item a thousand times). Best effort: the write it follows has landed, and
+        a change left untold is found by the others' periodic full scan."""
+        self._unannounced = True
+        if self._announcing is None or self._announcing.done():
+            self._announcing = asyncio.create_task(self._announce(), name="lease change news")
+
+    async def _announce(self) -> None:
+        while self._unannounced:
+            self._unannounced = False
+            try:
+                await self._send(heartbeats.changed(self.name))
+            except Exception as error:  # any failure here only delays the others
+                log.warning(
+                    "could not tell the other workers of a lease change; they see it at their "
+                    "next full scan",
+                    extra={"lease_table": self.name, "error": str(error)},
+                )
+            await asyncio.sleep(ANNOUNCE_EVERY_SECONDS)
 
     async def _fenced(self, seen: Lease, request: Request) -> None:
         try:

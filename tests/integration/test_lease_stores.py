@@ -5,6 +5,7 @@ tests of the coordinator and readers trust, so it may not drift from the real co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -143,16 +144,27 @@ async def test_the_roster_counts_joins_leaves_and_lease_changes(stores: Stores) 
     assert joined.changes >= 1
 
     async def counted(change: Callable[[], Awaitable[object]]) -> int:
+        """How far the count moved: LeaseTable tells the roster in the background, at most
+        once a second, so this waits up to two seconds for it to move."""
         before = (await heartbeats.glance([])).changes
         await change()
+        for _ in range(20):
+            if (await heartbeats.glance([])).changes != before:
+                break
+            await asyncio.sleep(0.1)
         return (await heartbeats.glance([])).changes - before
 
     assert await counted(lambda: heartbeats.beat("w1", ["arn:stream"])) == 0
     assert await counted(lambda: heartbeats.beat("w1", ["arn:stream", "arn:more"])) == 1
     assert await counted(lambda: leases.create(fresh())) == 1
     assert await counted(lambda: leases.create(fresh())) == 0, "it existed: nothing changed"
-    taken = await leases.take(fresh(), "w1")
-    assert await counted(lambda: leases.checkpoint(taken, "100", 1)) == 0
+    took: list[Lease] = []
+
+    async def take() -> None:
+        took.append(await leases.take(fresh(), "w1"))
+
+    assert await counted(take) == 1
+    assert await counted(lambda: leases.checkpoint(took[0], "100", 1)) == 0
     checkpointed = (await leases.scan()).leases[0]
     assert await counted(lambda: leases.release(checkpointed)) == 1
     assert await counted(lambda: heartbeats.beat("w2", ["arn:stream"])) == 1, "w2 joins"
