@@ -444,6 +444,7 @@ class Bench:
                         break
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(15)  # hand-offs done, every reader in its idle back-off
+                settled_after = await self._leases_still(source, 20, limit=300)
                 cpu = [w.cpu_seconds() for w in fleet]
                 calls, leases = source.get_records_calls, Counter(source.lease_calls)
                 items = Counter(source.lease_writes)
@@ -483,6 +484,7 @@ class Bench:
         return {
             "idle_shards": shards,
             "workers": len(fleet),
+            "start_settled_after_seconds": settled_after,
             "seconds": round(elapsed),
             "cpu_percent_of_one_core_per_worker": [round(b * 100, 1) for b in busy],
             "worker_peak_rss_mb": rss,
@@ -512,6 +514,21 @@ class Bench:
                 "peak_rss_mb": 200,
             },
         }
+
+    @staticmethod
+    async def _leases_still(source: ReplaySource, still: float, limit: float) -> float:
+        """Waits until no lease item has been written for `still` seconds (the start's takes,
+        hand-offs and retakes over), `limit` seconds at most; returns how long it waited. The
+        lease table here is moto, whose scans of a thousand leases take seconds and hold its
+        other answers up: heartbeats can lapse while workers settle, and readers then stop and
+        take their leases again (see docs/benchmarks.md)."""
+        started = time.monotonic()
+        writes, since = source.lease_writes["lease"], time.monotonic()
+        while time.monotonic() - since < still and time.monotonic() - started < limit:
+            await asyncio.sleep(1)
+            if source.lease_writes["lease"] != writes:
+                writes, since = source.lease_writes["lease"], time.monotonic()
+        return round(time.monotonic() - started, 1)
 
     async def _pickups(self, source: ReplaySource, samples: int) -> list[float]:
         """Writes one record at a time into a quiet shard and times until a poll serves it."""
