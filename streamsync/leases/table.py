@@ -3,8 +3,9 @@
 The requests, their conditions above all, are built in streamsync.leases.requests; this store
 sends them and says what a refusal means: a lease write refused on its condition is `LeaseLost`,
 anything else DynamoDB answers is `AwsError`. Everything goes through the raw JSON transport
-(streamsync.awsjson): a thousand leases at the default failover time are 300 renewals a second,
-and the rare calls are cheaper there too.
+(streamsync.awsjson), as GetRecords does: checkpoints of busy shards are frequent, and the rare
+calls are cheaper there too. Takes, releases, finishes and the like are announced to the roster
+(see streamsync.leases.heartbeats) so that the other workers scan again.
 """
 
 from __future__ import annotations

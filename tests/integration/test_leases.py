@@ -14,6 +14,7 @@ import itertools
 import os
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -545,3 +546,56 @@ async def test_a_write_cancelled_in_flight_does_not_fence_out_the_next(
         (row,) = (await table.scan()).leases  # the store's transport lives as long as `http`
     assert row.owner is None
     assert row.checkpoint == "12345"
+
+
+async def test_idle_workers_glance_each_cycle_and_scan_the_lease_table_only_now_and_then(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    streams_server: StreamsServer,
+    target: Target,
+    index_name: str,
+) -> None:
+    """Two workers on four idle shards (failover 2 s: a cycle a second, the periodic full scan
+    every 12 s), counted at the moto endpoint once no lease item has been written for two
+    failover times: each cycle reads the roster and heartbeats (BatchGetItem), the whole lease
+    table is scanned about once per worker per 12 s, and nothing but heartbeats is written.
+    Scanning every cycle, as before, would be some 24 scans in the window."""
+    shape, _ = await sharded_table(clients, shards=4, keys=4)
+    lease_table = aws.unique_name("leases")
+    history = streams_server.faults.record_writes(lease_table)
+    calls: list[Request] = []
+    streams_server.faults.observers.append(
+        lambda request: calls.append(request) if request.table == lease_table else None
+    )
+
+    def config(worker: str) -> Any:
+        return make_config(
+            moto_endpoint,
+            target,
+            lease_table,
+            [{"table": shape.name, "index": index_name, "index_mappings": {"dynamic": False}}],
+            leases={"worker_id": worker, "failover_seconds": 2},
+        )
+
+    def lease_writes() -> int:
+        return sum(1 for w in history if "shardId" in (w.after or w.before or {}))
+
+    async with running(config("worker-a")), running(config("worker-b")):
+
+        async def two_each() -> bool:
+            return load(await lease_rows(clients, lease_table)) == {"worker-a": 2, "worker-b": 2}
+
+        await wait_for(two_each, 30, "2 each")
+        quiet_since, writes = time.monotonic(), lease_writes()
+        while time.monotonic() - quiet_since < 4:
+            await asyncio.sleep(0.2)
+            if lease_writes() != writes:
+                quiet_since, writes = time.monotonic(), lease_writes()
+        seen = len(calls)
+        await asyncio.sleep(12)
+        window = [request.action for request in calls[seen:]]
+        assert lease_writes() == writes, "no lease item written while nothing moves"
+    # About a glance per worker and second; half of that leaves room for a loaded machine.
+    assert window.count("BatchGetItem") >= 2 * 12 / 2, window
+    assert 1 <= window.count("Scan") <= 4, window
+    assert set(window) <= {"BatchGetItem", "Scan", "UpdateItem"}, "heartbeats are the writes"
