@@ -78,7 +78,13 @@ def _common(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="text" if sys.stderr.isatty() else "json",
         help="json (default when not on a terminal) or text",
     )
-    command.add_argument("--log-level", default="INFO")
+    command.add_argument(
+        "--log-level",
+        type=str.upper,  # `debug` as well as `DEBUG`: logging itself knows only the latter
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="debug, info (default), warning or error",
+    )
     return command
 
 

@@ -162,10 +162,11 @@ class Streaming:
 
         return spawn(load(), "initial_load", ends=True, name="initial load")
 
-    def _summary(self) -> dict[str, float]:
+    def _summary(self) -> dict[str, int]:
+        """Counts, as counts (Prometheus keeps every counter as a float)."""
         m = self.engine.metrics
         return {
-            f"{name}.{table.table}": m.value(f"streamsync_{name}_total", table=table.table)
+            f"{name}.{table.table}": int(m.value(f"streamsync_{name}_total", table=table.table))
             for table in self.engine.config.tables
             for name in ("records_read", "documents_indexed", "documents_deleted", "dead_letters")
         }
