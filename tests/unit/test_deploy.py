@@ -102,3 +102,18 @@ def test_the_local_try_out_configuration_loads() -> None:
         assert all(port.startswith("127.0.0.1:") for port in service.get("ports", []))
     config = parse_config((DEPLOY / "local-tables.yaml").read_text())
     assert config.aws.endpoint_url == "http://dynamodb:5000"
+
+
+def test_the_build_context_holds_only_what_the_image_copies() -> None:
+    """Without a .dockerignore the context took .venv and .work (~700 MB after a demo)."""
+    ignore = (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+    assert rules[0] == "*", "nothing by default"
+    kept = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = {
+        name
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for name in line.split()[1:-1]
+    }
+    assert copied == kept
