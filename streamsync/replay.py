@@ -79,6 +79,7 @@ class _Item:
 
     failed: bool = False
     documents: frozenset[Document] = frozenset()
+    why: str = ""  # when it failed: the reason, for the letter's own line
 
 
 @dataclass(eq=False)
@@ -91,8 +92,27 @@ class _Stored:
     item: _Item | None = None  # None: the letter names no item, it cannot be replayed
     documents: frozenset[Document] = field(default_factory=frozenset)
 
-    def succeeded(self, refused: set[Document]) -> bool:
-        return self.item is not None and not self.item.failed and not self.documents & refused
+    def succeeded(self, refused: dict[Document, str]) -> bool:
+        return self.why_failing(refused) is None
+
+    def why_failing(self, refused: dict[Document, str]) -> str | None:
+        """None when the letter went through; otherwise why it did not."""
+        if self.item is None:
+            return "the letter names no item (its record has no keys)"
+        if self.item.failed:
+            return self.item.why
+        again = sorted(refused[document] for document in self.documents & refused.keys())
+        return f"refused again: {'; '.join(again)}" if again else None
+
+    @property
+    def fields(self) -> dict[str, object]:
+        letter = self.letter
+        return {
+            "table": letter.table,
+            "index": letter.index,
+            "id": letter.doc_id,
+            "dead_letter": f"{self.where} {self.stored_id}",
+        }
 
 
 async def _letters(
@@ -150,17 +170,12 @@ class Replayer:
         self._config = config
         self._transformers = transformers
         self._metrics = metrics if metrics is not None else Metrics()
-        self._refused: set[Document] = set()
+        self._refused: dict[Document, str] = {}  # document -> why the cluster refused it
 
     async def refused_again(self, action: Action, error: dict[str, Any]) -> None:
         """The bulk indexer's `on_rejected`: the letter stays, and says so."""
-        self._refused.add((action.index, action.doc_id))
-        log.warning(
-            "replaying a dead letter: %s refused again: %s",
-            action.op,
-            error.get("reason") or error.get("type"),
-            extra={"table": action.origin.table, "index": action.index, "id": action.doc_id},
-        )
+        why = f"{action.op}: {error.get('type', 'rejected')}: {error.get('reason', '')}"
+        self._refused[(action.index, action.doc_id)] = why.rstrip(": ")
 
     async def replay(self, sink: BulkIndexer | None) -> ReplayReport:
         """Replays every stored letter through `sink` (whose `on_rejected` is `refused_again`),
@@ -186,11 +201,7 @@ class Replayer:
             stored.append(entry)
             keys = letter.item_keys
             if not keys:
-                log.warning(
-                    "a dead letter names no item (its record has no keys): it cannot be replayed",
-                    extra={"table": letter.table, "index": letter.index, "id": letter.doc_id},
-                )
-                continue
+                continue  # it cannot be replayed: said with the letters still failing
             item_id = orjson.dumps([letter.table, keys], option=orjson.OPT_SORT_KEYS)
             item = items.get(item_id)
             if item is None:
@@ -206,6 +217,10 @@ class Replayer:
         if sink is not None:
             await sink.drain()
         succeeded = [entry for entry in stored if entry.succeeded(self._refused)]
+        for entry in stored:
+            why = entry.why_failing(self._refused)
+            if why is not None:  # each letter that stays says why, whatever the log level
+                log.warning("dead letter still failing: %s", why, extra=entry.fields)
         report.replayed = len(succeeded)
         report.expired = len(expired)
         report.still_failing = report.total - report.skipped - report.expired - report.replayed
@@ -232,12 +247,7 @@ class Replayer:
                 table=config.table,
             )
         except (AwsError, ParamValidationError) as error:
-            log.warning(
-                "replaying a dead letter: reading its item failed: %s",
-                error,
-                extra={"table": config.table},
-            )
-            return _Item(failed=True)
+            return _Item(failed=True, why=f"reading its item failed: {error}")
         if item is not None:
             record = scanned_record(item, keys, started)
         elif config.ttl_expirations == "ignore":
@@ -247,12 +257,7 @@ class Replayer:
         try:
             actions = await transformer.actions(record, SOURCE, version)
         except TransformError as error:
-            log.warning(
-                "replaying a dead letter: the transform still fails: %s",
-                error,
-                extra={"table": config.table},
-            )
-            return _Item(failed=True)
+            return _Item(failed=True, why=f"the transform still fails: {error}")
         if sink is not None:
             for action in actions:
                 await sink.put(action)

@@ -196,6 +196,23 @@ async def test_rejected_documents_go_to_dead_letters_and_replay_once_fixed(
     )
     assert replay.returncode == 1, "letters still failing give a non-zero status"
     assert "dead letters: 6; replayed: 2; still failing: 4" in replay.stdout, replay.stderr
+    # Each letter that stays says why, on a line of its own (both destinations hold each).
+    staying = [
+        line
+        for line in map(orjson.loads, replay.stderr.splitlines())
+        if line.get("message", "").startswith("dead letter still failing")
+    ]
+    reasons = sorted((str(line["id"]), line["message"].split(": ", 1)[1]) for line in staying)
+    assert len(reasons) == 4, replay.stderr
+    conflict, huge = str(by_reason["conflict"]["doc_id"]), str(by_reason["huge"]["doc_id"])
+    assert [id_ for id_, _ in reasons] == sorted([conflict, conflict, huge, huge])
+    for id_, why in reasons:
+        expected = (
+            f"refused again: index: {parsing[target.engine]}"
+            if id_ == conflict
+            else ("the transform still fails: ")
+        )
+        assert why.startswith(expected), why
     await wait_for_ids(probe, index_name, {"good-1", "good-2", "hook"})
     remaining = [orjson.loads(line)["doc_id"] for line in letters_file.read_bytes().splitlines()]
     assert sorted(str(r) for r in remaining) == sorted(

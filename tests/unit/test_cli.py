@@ -35,4 +35,6 @@ def test_an_unknown_log_level_is_one_line_naming_the_choices() -> None:
         [script, "run", "--config", "t.yaml", "--log-level", "loud"], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')" in result.stderr
+    assert (
+        "invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')" in result.stderr
+    )
