@@ -52,6 +52,7 @@ class StreamSync:
         no /metrics, /healthz, /readyz server even if the configuration has an address."""
         self.config = config
         self.metrics = Metrics(registry)
+        self.metrics.start_at_zero(table.table for table in config.tables)
         self._listen = config.observability.listen if serve_http else None
         self.started = asyncio.Event()  # set once run() serves and reads
         self.worker_id = config.leases.worker_id or default_worker_id()

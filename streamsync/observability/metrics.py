@@ -8,7 +8,7 @@ Prometheus conventions: `streamsync_` prefix, `_total` counters, base units (`_s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -204,6 +204,26 @@ class Metrics:
         )
         self.iterator_ages = IteratorAges()
         r.register(self.iterator_ages)
+
+    def start_at_zero(self, tables: Iterable[str]) -> None:
+        """Every per-table counter exists, at 0, from start-up: an alert on `increase()` or
+        `rate()` sees nothing until a series exists, so the first dead letter or trimmed shard
+        would go unnoticed."""
+        counters = (
+            self.records_read,
+            self.documents_indexed,
+            self.documents_deleted,
+            self.dead_letters,
+            self.documents_stale,
+            self.dead_letters_refused,
+            self.records_lost,
+            self.get_records_calls,
+            self.shard_seconds,
+            self.empty_polls,
+        )
+        for table in tables:
+            for counter in counters:
+                counter.labels(table)
 
     def polled(self, table: str, since_last: float) -> None:
         """One GetRecords call of a shard of `table`, `since_last` seconds after the shard's

@@ -23,3 +23,25 @@ async def test_a_command_outside_async_with_says_how_to_use_streamsync() -> None
         await sync.status()
     with pytest.raises(RuntimeError, match=r"async with StreamSync\(config\) as sync"):
         await sync.check()
+
+
+def test_every_per_table_counter_exists_at_zero_from_the_start() -> None:
+    """An alert on `increase(streamsync_dead_letters_total[10m]) > 0` sees nothing while the
+    series is missing: the first dead letter of a table would create it at 1 and never fire."""
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "aws": {"region": "us-east-1"},
+                "elasticsearch": {"hosts": ["http://127.0.0.1:9"]},
+                "tables": [
+                    {"table": "orders", "index": "orders"},
+                    {"table": "customers", "index": "customers"},
+                ],
+            }
+        )
+    )
+    registry = StreamSync(config, serve_http=False).metrics.registry
+    for table in ("orders", "customers"):
+        for name in ("dead_letters", "trimmed_shards", "records_read", "documents_indexed"):
+            sample = registry.get_sample_value(f"streamsync_{name}_total", {"table": table})
+            assert sample == 0.0, (name, table)
