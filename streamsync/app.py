@@ -26,7 +26,7 @@ from streamsync import checks, commands
 from streamsync.config import Config
 from streamsync.coordinator import Coordinator
 from streamsync.engine import Engine, open_engine
-from streamsync.observability.http import HealthServer
+from streamsync.observability.http import HealthServer, serving
 from streamsync.observability.metrics import Metrics
 from streamsync.replay import ReplayReport
 from streamsync.streaming import Streaming
@@ -59,6 +59,8 @@ class StreamSync:
         self._stack = AsyncExitStack()
         self._stopping = asyncio.Event()
         self._streaming: Streaming | None = None  # the run() under way, once prepared
+        self._http: HealthServer | None = None  # the probes' server, while run() serves them
+        self._waiting: list[str] = []  # what run() waits to pass before it starts
 
     @property
     def _entered(self) -> Engine:
@@ -91,15 +93,23 @@ class StreamSync:
     @property
     def http(self) -> HealthServer | None:
         """The probes' server, while run() serves them."""
-        return self._streaming.http if self._streaming is not None else None
+        return self._http
 
     def readiness(self) -> list[str]:
-        """Why this instance is not ready (an empty list: ready): the cluster is failing bulk
-        requests, leases are not being renewed, a table stopped streaming, or an initial load
-        is not done yet."""
+        """Why this instance is not ready (an empty list: ready): the cluster was unreachable
+        at start-up, the cluster is failing bulk requests, leases are not being renewed, a table
+        stopped streaming, or an initial load is not done yet."""
+        if self._waiting:
+            return list(self._waiting)
         if self._streaming is None or not self.started.is_set():
             return ["starting"]
         return self._streaming.readiness()
+
+    def _liveness(self) -> list[str]:
+        return self._streaming.liveness() if self._streaming is not None else []
+
+    def _report_waiting(self, problems: list[str]) -> None:
+        self._waiting = problems
 
     def stop(self) -> None:
         """Asks `run()` to drain, checkpoint, release its leases and return (from the same loop;
@@ -111,9 +121,20 @@ class StreamSync:
         return await checks.problems(self._entered)
 
     async def run(self) -> None:
-        await checks.refuse_problems(self._entered)
-        self._streaming = await Streaming.prepare(self._entered)
-        await self._streaming.run(self.started, self.readiness, self._listen)
+        """Refuses to start, one line per problem, when the configuration, a table or the
+        cluster's answers need fixing; waits while the only problems are ones that pass by
+        themselves (an unreachable cluster), serving the probes meanwhile: not ready, alive."""
+        engine = self._entered
+        registry = self.metrics.registry
+        async with serving(self._listen, registry, self.readiness, self._liveness) as http:
+            self._http = http
+            try:
+                if not await checks.wait_out_passing_problems(engine, self._report_waiting):
+                    return
+                self._streaming = await Streaming.prepare(engine)
+                await self._streaming.run(self.started, http.port if http else None)
+            finally:
+                self._http = None
 
     async def status(self) -> list[dict[str, Any]]:
         """Every lease of the configured tables, one row per shard (see `streamsync status`)."""

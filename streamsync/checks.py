@@ -7,18 +7,26 @@ one error at a time, and before the first write, so that nothing half-done is le
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from streamsync.awsjson import AwsError
 from streamsync.config import Config, TableConfig
 from streamsync.engine import Engine
-from streamsync.errors import StreamsyncError
+from streamsync.errors import Passing, StreamsyncError
 from streamsync.leases.model import Lease, other_target, target_changed
 from streamsync.sink.cluster import cluster_problems
 from streamsync.source.client import TableStream
 from streamsync.transform.actions import load_hook
 
 IMAGE_VIEW_TYPES = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+MAX_WAIT_SECONDS = 30.0
+
+log = logging.getLogger("streamsync")
 
 
 async def problems(engine: Engine) -> list[str]:
@@ -54,6 +62,37 @@ async def refuse_problems(engine: Engine) -> None:
         raise StreamsyncError("\n".join(found))
 
 
+async def wait_out_passing_problems(
+    engine: Engine, report: Callable[[list[str]], None], first_wait: float = 1.0
+) -> bool:
+    """True once `problems` finds none. While every problem found is one that passes by itself
+    (see Passing: a cluster down for maintenance, a network out), reports them through `report`
+    (an empty list once they passed) and checks again, waiting twice as long each time up to
+    MAX_WAIT_SECONDS; raises as `refuse_problems` once any is lasting; False when the engine was
+    asked to stop meanwhile."""
+    wait = first_wait
+    since = time.monotonic()
+    waited = False
+    while True:
+        found = await problems(engine)
+        if any(not isinstance(problem, Passing) for problem in found):
+            raise StreamsyncError("\n".join(found))
+        if not found:
+            report([])
+            if waited:
+                log.info("recovered", extra={"waited_seconds": round(time.monotonic() - since, 1)})
+            return True
+        report(found)
+        log.warning("waiting: %s", "; ".join(found), extra={"retry_in_seconds": wait})
+        try:
+            await asyncio.wait_for(engine.stopping.wait(), wait)
+        except TimeoutError:
+            waited = True
+            wait = min(wait * 2, MAX_WAIT_SECONDS)
+            continue
+        return False
+
+
 def _aws_unusable(config: Config, error: Exception) -> str:
     if isinstance(error, NoCredentialsError):
         return (
@@ -61,7 +100,9 @@ def _aws_unusable(config: Config, error: Exception) -> str:
             "AWS_PROFILE, or run with an IAM role"
         )
     endpoint = config.aws.endpoint_url or f"the {config.aws.region} endpoint"
-    return f"AWS: cannot reach DynamoDB at {endpoint}; check aws.endpoint_url and aws.region"
+    return Passing(
+        f"AWS: cannot reach DynamoDB at {endpoint}; check aws.endpoint_url and aws.region"
+    )
 
 
 def _table_problem(config: Config, position: int, table: TableConfig, error: AwsError) -> str:

@@ -16,3 +16,9 @@ class ConfigError(StreamsyncError):
 
     def __str__(self) -> str:
         return "\n".join(self.problems)
+
+
+class Passing(str):
+    """A problem line that goes away by itself: the cluster is restarting or the network is down,
+    not misconfigured. `run` waits such problems out, reporting not-ready, rather than exiting:
+    exiting would make a crash loop of every cluster maintenance window."""

@@ -1,8 +1,8 @@
 """`run()`: streaming every table into its index until asked to stop.
 
 Built in full before the first record is read (its sources, the bulk indexer, the coordinator),
-so that whatever the probes ask of it is there to answer; then it serves the probes, starts the
-initial loads, and runs the coordinator for as long as the bulk indexer runs.
+so that whatever the probes ask of it is there to answer; then it starts the initial loads and
+runs the coordinator for as long as the bulk indexer runs.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamsync.coordinator import Coordinator, Source
 from streamsync.engine import Engine
-from streamsync.errors import StreamsyncError
-from streamsync.observability.http import HealthServer
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.running import Lanes
 from streamsync.sink.tombstones import Tombstones
@@ -34,7 +31,7 @@ class Streaming:
     sink: BulkIndexer
     tombstones: Tombstones
     coordinator: Coordinator
-    http: HealthServer | None = None  # while run() serves the probes, if it does
+    lanes: Lanes | None = None  # the bulk indexer's, while run() runs it
     loading: dict[str, int] = field(default_factory=dict)  # table -> about how many items
 
     @classmethod
@@ -76,24 +73,21 @@ class Streaming:
             reasons.append(f"{product}: bulk requests failing ({self.sink.last_error})")
         return reasons
 
-    async def run(
-        self, started: asyncio.Event, readiness: Callable[[], list[str]], listen: str | None
-    ) -> None:
-        """Streams until the coordinator stops; the probes answer at `listen` (None: nowhere)
-        from before the initial loads to after the last bulk request, /readyz with
-        `readiness`."""
+    def liveness(self) -> list[str]:
+        """Why the process should be restarted: the bulk indexer or a background task ended."""
+        ended = self.lanes is not None and self.lanes.ended
+        return (["the engine stopped"] if ended else []) + self.supervisor.problems
+
+    async def run(self, started: asyncio.Event, http_port: int | None) -> None:
+        """Streams until the coordinator stops; `http_port`: where the probes answer, if they
+        do, for the log."""
         engine = self.engine
-        try:
-            async with engine.running(self.sink) as lanes:
-                if listen is not None:
-                    await self._serve(listen, readiness, lanes)
-                await self._stream(lanes, started)
-        finally:
-            if self.http is not None:
-                await self.http.stop()
+        async with engine.running(self.sink) as lanes:
+            self.lanes = lanes
+            await self._stream(lanes, started, http_port)
         log.info("stopped", extra={"worker": engine.worker_id, **self._summary()})
 
-    async def _stream(self, lanes: Lanes, started: asyncio.Event) -> None:
+    async def _stream(self, lanes: Lanes, started: asyncio.Event, http_port: int | None) -> None:
         loads = await self._initial_loads()
         started.set()
         log.info(
@@ -101,7 +95,7 @@ class Streaming:
             extra={
                 "worker": self.engine.worker_id,
                 "tables": len(self.sources),
-                "http_port": self.http.port if self.http else None,
+                "http_port": http_port,
             },
         )
         pruner = self.supervisor.spawn(_prune_hourly(self.tombstones), "tombstone_pruner")
@@ -113,23 +107,6 @@ class Streaming:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=1)
-
-    async def _serve(self, listen: str, readiness: Callable[[], list[str]], lanes: Lanes) -> None:
-        """Serves /metrics, /readyz and /healthz (failing once the bulk indexer or any
-        background task ended)."""
-
-        def liveness() -> list[str]:
-            return (["the engine stopped"] if lanes.ended else []) + self.supervisor.problems
-
-        http = HealthServer(self.engine.metrics.registry, readiness, liveness)
-        try:
-            await http.start(listen)
-        except OSError as error:
-            raise StreamsyncError(
-                f"observability.listen {listen}: cannot serve there ({error.strerror}); choose "
-                "another address, port 0 for any free port, or null for no HTTP server"
-            ) from error
-        self.http = http
 
     async def _initial_loads(self) -> asyncio.Task[None] | None:
         """Leases the new streams of the tables with `initial_load: scan` at TRIM_HORIZON (here,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streamsync.errors import StreamsyncError
 
 STALLED_AFTER_SECONDS = 10.0
 
@@ -82,3 +84,28 @@ class HealthServer:
         return web.json_response(
             {"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200
         )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    listen: str | None,
+    registry: CollectorRegistry,
+    readiness: Callable[[], list[str]],
+    liveness: Callable[[], list[str]],
+) -> AsyncIterator[HealthServer | None]:
+    """A HealthServer at `listen` for the block (None: no server)."""
+    if listen is None:
+        yield None
+        return
+    server = HealthServer(registry, readiness, liveness)
+    try:
+        await server.start(listen)
+    except OSError as error:
+        raise StreamsyncError(
+            f"observability.listen {listen}: cannot serve there ({error.strerror}); choose "
+            "another address, port 0 for any free port, or null for no HTTP server"
+        ) from error
+    try:
+        yield server
+    finally:
+        await server.stop()

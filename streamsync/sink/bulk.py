@@ -149,6 +149,10 @@ class BulkIndexer:
                 raise _ItemsToRetry(len(pending), self.last_error or "")
 
         await retry_transient(attempt, "bulk request", _transient, actions=len(pending))
+        if self.failing_since is not None:
+            # The retries logged each failure; without this line the outage has no end in the log.
+            outage = round(time.monotonic() - self.failing_since, 1)
+            log.info("recovered", extra={"cluster": self._engine.product, "outage_seconds": outage})
         self.failing_since = None
         self.last_error = None
 

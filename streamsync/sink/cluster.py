@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from streamsync.config import Config, ElasticsearchConfig, TableConfig
-from streamsync.errors import StreamsyncError
+from streamsync.errors import Passing, StreamsyncError
 from streamsync.sink.deadletter import INDEX_MAPPINGS as DEAD_LETTER_MAPPINGS
 from streamsync.sink.elasticsearch import ElasticsearchEngine
 from streamsync.sink.engine import Refused, SearchEngine, SearchError, Unreachable, WrongProduct
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
 
 PROBE_ID = "streamsync-probe"
+# A cluster starting, overloaded or behind a gateway whose backend is down: it will answer later.
+PASSING_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def connect(config: Config, credentials: AioCredentials | None) -> SearchEngine:
@@ -71,7 +73,7 @@ def _unusable(engine: SearchEngine, where: str, error: SearchError) -> str:
             "to try things out)"
         )
     if isinstance(error, Unreachable):
-        return (
+        return Passing(
             f"{where}: unreachable ({error.reason}); check {engine.section}.hosts and that the "
             "cluster is up"
         )
@@ -79,6 +81,8 @@ def _unusable(engine: SearchEngine, where: str, error: SearchError) -> str:
         return f"{where}: authentication failed; {engine.auth_hint}"
     if isinstance(error, Refused) and error.status == 403:
         return f"{where}: access denied ({error.reason}); {engine.permission_hint}"
+    if isinstance(error, Refused) and error.status in PASSING_STATUSES:
+        return Passing(f"{where}: answered {error}; waiting for the cluster to recover")
     return f"{where}: answered {error}"
 
 

@@ -281,21 +281,37 @@ async def test_no_secret_appears_in_logs_errors_or_status(
         log.close()
     outputs.append((tmp_path / "run.log").read_text())
     password_env = {k: v for k, v in env.items() if k != "STREAMSYNC_ES_API_KEY"}
-    for args in (
-        ["validate", "--config", str(with_password)],
-        ["run", "--config", str(with_password)],
-    ):
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [STREAMSYNC, *args, "--log-level", "DEBUG"],
-            capture_output=True,
-            text=True,
+    unreachable = "Elasticsearch at http://127.0.0.1:9: unreachable"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [STREAMSYNC, "validate", "--config", str(with_password), "--log-level", "DEBUG"],
+        capture_output=True,
+        text=True,
+        env=password_env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert unreachable in result.stderr
+    outputs += [result.stdout, result.stderr]
+    # run waits for the cluster, logging why, until stopped.
+    waiting_log = tmp_path / "waiting.log"
+    with waiting_log.open("w") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220
+            [STREAMSYNC, "run", "--config", str(with_password), "--log-level", "DEBUG"],
+            stdout=log,
+            stderr=log,
             env=password_env,
-            timeout=60,
         )
-        assert result.returncode == 1
-        assert "Elasticsearch at http://127.0.0.1:9: unreachable" in result.stderr
-        outputs += [result.stdout, result.stderr]
+        try:
+
+            async def waiting() -> bool:
+                return unreachable in waiting_log.read_text()
+
+            await eventually(waiting, within=60)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 60) == 0
+    outputs.append(waiting_log.read_text())
     everything = "\n".join(outputs)
     assert len(everything) > 1000, "the runs did log"
     for name, value in secrets.items():

@@ -637,7 +637,9 @@ async def test_probes_answer_and_tables_stream_during_an_initial_load(
                     reason = f"initial load of table {loading.name}: about 60 items"
                     return reason in body["reasons"]
 
-                await eventually(loading_named, within=5)
+                # The probes now answer from before the indexes are prepared: the outer 12 s
+                # bound this, not a window from the first answer.
+                await eventually(loading_named, within=12)
                 await clients.dynamodb.put_item(TableName=other, Item={"pk": {"S": "o1"}})
                 await clients.dynamodb.put_item(
                     TableName=loading.name, Item={"pk": {"S": "streamed"}, "n": {"N": "1"}}
@@ -697,6 +699,9 @@ class ClusterSwitch:
         self.take_down()
         if self._server is not None:
             self._server.close()
+
+    def bring_up(self) -> None:
+        self.down = False
 
     def take_down(self) -> None:
         self.down = True
@@ -804,3 +809,86 @@ async def test_a_stop_ends_within_the_grace_while_the_cluster_is_down(
     )
     async with running(second):
         await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
+
+
+async def test_run_waits_for_a_cluster_down_at_start_reporting_not_ready_then_streams(
+    clients: aws.Clients,
+    moto_endpoint: str,
+    target: Target,
+    probe: Probe,
+    index_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cluster does not answer when `run` starts (moto plays no part: a TCP proxy in front
+    of the real node is down, `ClusterSwitch`), as during a cluster's maintenance. `run` used to
+    exit at once (a crash loop under Kubernetes); now it serves the probes (alive, not ready,
+    naming the cluster), waits, and once the cluster answers streams what was written
+    meanwhile, logging that it recovered."""
+    caplog.set_level(logging.INFO, logger="streamsync")
+    table = aws.unique_name("waits")
+    await aws.create_stream_table(clients.dynamodb, table)
+    switch = ClusterSwitch(target.url)
+    cluster = await switch.start()
+    switch.take_down()
+    document = config_document(
+        moto_endpoint, cluster, aws.unique_name("leases"), [{"table": table, "index": index_name}]
+    )
+    document["elasticsearch"]["request_timeout_seconds"] = 1
+    try:
+        async with StreamSync(config_from(document)) as sync:
+            run = asyncio.create_task(sync.run())
+            try:
+
+                async def waiting() -> bool:
+                    return any("unreachable" in reason for reason in sync.readiness())
+
+                await eventually(waiting, within=30)
+                assert sync.http is not None
+                assert sync.http.port is not None
+                status, body = await get(sync.http.port, "/readyz")
+                assert status == 503
+                assert any(f"Elasticsearch at {cluster}: unreachable" in r for r in body["reasons"])
+                assert await get(sync.http.port, "/healthz") == (200, {"ok": True})
+                for i in range(10):
+                    await clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
+                await asyncio.sleep(3)  # a few checks of the cluster, all failing
+                assert not run.done(), "run waits rather than exiting"
+                assert not sync.started.is_set()
+                switch.bring_up()
+                await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
+                assert sync.readiness() == []
+                messages = [r.getMessage() for r in caplog.records]
+                assert "recovered" in messages
+                assert any(m.startswith("waiting: Elasticsearch at") for m in messages)
+                sync.stop()
+                await asyncio.wait_for(run, 60)
+            finally:
+                run.cancel()
+                with contextlib.suppress(BaseException):
+                    await run
+    finally:
+        await switch.stop()
+
+
+async def test_a_stop_while_waiting_for_the_cluster_ends_run_at_once(
+    moto_endpoint: str, clients: aws.Clients, index_name: str
+) -> None:
+    """Waiting for a cluster that never comes (nothing listens on port 9) must not hold up a
+    stop (a SIGTERM during maintenance): run returns without error and writes nothing."""
+    table = aws.unique_name("waitstop")
+    await aws.create_stream_table(clients.dynamodb, table)
+    lease_table = aws.unique_name("leases")
+    config = make_config(
+        moto_endpoint, "http://127.0.0.1:9", lease_table, [{"table": table, "index": index_name}]
+    )
+    async with StreamSync(config) as sync:
+        run = asyncio.create_task(sync.run())
+
+        async def waiting() -> bool:
+            return any("unreachable" in reason for reason in sync.readiness())
+
+        await eventually(waiting, within=30)
+        sync.stop()
+        await asyncio.wait_for(run, 10)
+    with pytest.raises(clients.dynamodb.exceptions.ResourceNotFoundException):
+        await clients.dynamodb.describe_table(TableName=lease_table)

@@ -4,6 +4,7 @@ cluster (the same paths run against real Elasticsearch in tests/integration/test
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ def ok(_: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
 
 class FakeCluster:
     """Answers bulk requests item by item with `outcome`; records what it was sent."""
+
+    product = "Elasticsearch"
 
     def __init__(self, outcome: Outcome = ok) -> None:
         self.outcome = outcome
@@ -191,8 +194,9 @@ async def test_version_conflicts_count_as_success_and_bad_documents_are_rejected
 
 
 async def test_an_unreachable_cluster_is_retried_until_it_answers(
-    rejected: list[tuple[Action, dict[str, Any]]],
+    rejected: list[tuple[Action, dict[str, Any]]], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="streamsync")
     cluster = FakeCluster()
     cluster.fail_requests = 3
     indexer, task = await start(cluster, rejected)
@@ -202,10 +206,16 @@ async def test_an_unreachable_cluster_is_retried_until_it_answers(
     assert indexer.failing_since is not None
     await indexer.drain()
     assert indexer.failing_since is None
+    await indexer.put(*action("b", 1, tracker))  # no outage: no second line
+    await indexer.drain()
     await indexer.close()
     await task
-    assert len(cluster.requests) == 1
+    assert len(cluster.requests) == 2
     assert tracker.outstanding == 0
+    recovered = [r for r in caplog.records if r.getMessage() == "recovered"]
+    assert len(recovered) == 1, "the outage's end is logged once"
+    assert recovered[0].cluster == "Elasticsearch"
+    assert recovered[0].outage_seconds >= 0
 
 
 async def test_a_full_queue_makes_producers_wait(
