@@ -20,7 +20,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streamsync.config.clusters import ElasticsearchConfig, OpenSearchConfig, SigV4Config
-from streamsync.config.environment import _expand, _read_text, _read_yaml, _with_overrides
+from streamsync.config.environment import (
+    _expand,
+    _read_text,
+    _read_yaml,
+    _with_listen_default,
+    _with_overrides,
+)
 from streamsync.config.problems import _file_order, _lines, _problem
 from streamsync.config.schema import (
     AwsConfig,
@@ -69,6 +75,7 @@ def parse_config(
     unresolved: list[tuple[_Loc, str]] = []
     data = _expand(_read_yaml(text, source), (), env, unresolved)
     data = _with_overrides(data, env, unresolved)
+    data = _with_listen_default(data, env, unresolved)
     # Reported here, with the other problems: the model's own check runs only on a valid file.
     cluster = _cluster_problem("elasticsearch" in data, "opensearch" in data)
     early = unresolved + ([cluster] if cluster else [])

@@ -3,7 +3,8 @@
 Variables are substituted after YAML parsing, so that a value cannot inject YAML structure; one
 that cannot be resolved is kept as written and reported along with the schema's problems, so that
 a single run names them all. The STREAMSYNC_ES_* variables override the cluster's credentials, so
-that those need not be in the file even as a `${VAR}`.
+that those need not be in the file even as a `${VAR}`; STREAMSYNC_LISTEN is the probes' address
+where the file names none (the container image's default).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 
 from streamsync.config.problems import _shown
 from streamsync.config.schema import _Loc
+from streamsync.config.values import _listen_address
 from streamsync.errors import ConfigError
 
 
@@ -123,3 +125,20 @@ def _with_overrides(
             )
         )
     return {**data, name: {**section, **overrides}}
+
+
+def _with_listen_default(
+    data: dict[Any, Any], env: Mapping[str, str], problems: list[tuple[_Loc, str]]
+) -> dict[Any, Any]:
+    """`data` with `observability.listen` from STREAMSYNC_LISTEN when the file names none. The
+    container image sets it to 0.0.0.0:9108, the one address kubelet's probes and Docker's health
+    check reach in a container, while the library's own default stays on loopback."""
+    listen = env.get("STREAMSYNC_LISTEN")
+    section = data.get("observability", {})
+    if not listen or not isinstance(section, dict) or "listen" in section:
+        return data
+    try:
+        _listen_address(listen)
+    except ValueError as error:
+        problems.append((("observability", "listen"), f"STREAMSYNC_LISTEN={listen}: {error}"))
+    return {**data, "observability": {**section, "listen": listen}}

@@ -88,7 +88,8 @@ def load_hook(spec: str, where: str) -> Hook:
     except Exception as error:
         raise StreamsyncError(
             f"{where}: cannot import module '{module_name}' ({error}); "
-            "check the name and that it is installed beside streamsync"
+            "check the name, and that it is installed beside streamsync or its folder is on "
+            "PYTHONPATH"
         ) from error
     hook = getattr(module, function_name, None)
     if not callable(hook):
@@ -143,9 +144,11 @@ class RecordTransformer:
         )
         doc_id = document_id(record.keys, self._hash_key, self._range_key)
         index = self._config.index
+        if record.ttl_expiry and self._config.ttl_expirations == "ignore":
+            # Before the hook too: an archive keeps expired items' documents whatever transforms
+            # them, as `dlq replay` does for an item that is gone.
+            return []
         if self._hook is None:
-            if record.ttl_expiry and self._config.ttl_expirations == "ignore":
-                return []
             if record.removed:
                 return [Action("delete", index, doc_id, version, None, origin)]
             if record.new_image is None:
