@@ -34,6 +34,7 @@ from streamsync.engine import Engine, open_engine
 from streamsync.errors import StreamsyncError
 from streamsync.leases.model import Lease
 from streamsync.observability.metrics import Metrics
+from streamsync.sink.engine import SearchError
 from streamsync.streaming import Streaming
 from streamsync.verify import Drifted, VerifyReport
 
@@ -138,11 +139,16 @@ def builder_config(config: Config, table: TableConfig, new_index: str) -> Config
 def caught_up(
     leases: Iterable[Lease], caught_up_at: Mapping[str, float | None], since: float
 ) -> bool:
-    """Whether every shard of the stream is either read to its end or read by this consumer up
-    to a poll asked at `since` or later, with everything read before it acknowledged."""
+    """Whether every shard of the stream is read by this consumer up to a poll asked at `since`
+    or later, with everything read before it acknowledged, or read to its end. A finished shard
+    counts once its children are leased (right after it finished): until then, what they hold
+    is read by no one."""
     leases = list(leases)
+    parents = {parent for lease in leases for parent in lease.parent_shard_ids}
     return bool(leases) and all(
-        lease.finished or (caught_up_at.get(lease.key) or -math.inf) >= since for lease in leases
+        (lease.finished and lease.shard_id in parents)
+        or (caught_up_at.get(lease.key) or -math.inf) >= since
+        for lease in leases
     )
 
 
@@ -227,7 +233,7 @@ class _Build:
             )
             if drift is not None:
                 return report
-            await self._engine.search.update_aliases(swap_actions(alias, self._old, new))
+            await self._swap()
             log.info("reindex: alias moved", extra={"alias": alias, "index": new})
             await self._catch_up(task, streaming)  # what the workers wrote to the old index
             return report
@@ -235,6 +241,17 @@ class _Build:
             self._consumer.stopping.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _swap(self) -> None:
+        alias, new = self._table.index, self._new
+        try:
+            await self._engine.search.update_aliases(swap_actions(alias, self._old, new))
+        except SearchError as error:
+            raise StreamsyncError(
+                f"alias {alias}: cannot move it to {new} ({error}); the alias is unchanged and "
+                f"{new} was verified: grant the credentials the manage privilege on both and run "
+                f"reindex again, or delete {new}"
+            ) from error
 
     async def _stream(self) -> None:
         """The consumer: the engine's own run() (its initial load, then streaming), in a task

@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from streamsync.app import StreamSync
 from streamsync.config import Config
 from streamsync.engine import open_engine
-from streamsync.errors import StreamsyncError
 from streamsync.observability.metrics import Metrics
 from streamsync.reindex import lease_table_name, reindex
 from tests.support import aws
-from tests.support.pipeline import make_config, running, wait_until_equal
+from tests.support.pipeline import (
+    STREAMSYNC,
+    config_document,
+    make_config,
+    running,
+    wait_until_equal,
+)
 from tests.support.search import Probe
 from tests.support.workload import TableShape, Workload, expected_id, writing
 
@@ -65,8 +73,12 @@ async def alias_indices(probe: Probe, alias: str) -> list[str]:
 
 
 async def put_stable(ddb: Any, table: str) -> None:
-    for pk in STABLE:
-        await ddb.put_item(TableName=table, Item={"pk": {"S": pk}, "kind": {"S": "stable"}})
+    for start in range(0, len(STABLE), 25):
+        puts = [
+            {"PutRequest": {"Item": {"pk": {"S": pk}, "kind": {"S": "stable"}}}}
+            for pk in STABLE[start : start + 25]
+        ]
+        await ddb.batch_write_item(RequestItems={table: puts})
 
 
 @contextlib.asynccontextmanager
@@ -127,6 +139,10 @@ async def test_reindex_under_a_live_workload_swaps_to_an_index_equal_to_the_tabl
         assert report.swapped, report.summary()
         assert report.old_indices == [old]
         await wait_until_equal(clients.dynamodb, probe, shape.name, new, doc_id, within=120)
+        async with StreamSync(config, serve_http=False) as sync:
+            (through_alias,) = await sync.verify()
+        assert not through_alias.drift, through_alias.summary()
+        assert through_alias.table_items == through_alias.index_documents > len(STABLE)
 
     assert written_during > 50, "the workload wrote while the index was rebuilt"
     assert await alias_indices(probe, alias) == [new]
@@ -182,11 +198,11 @@ async def test_reindex_does_not_swap_to_an_index_that_drifted(
     assert "was left on" in report.summary()
 
 
-async def test_a_first_reindex_creates_the_alias_and_a_concrete_index_is_refused(
+async def test_a_first_reindex_creates_the_alias(
     clients: aws.Clients, moto_endpoint: str, probe: Probe, index_name: str
 ) -> None:
-    """A name that does not exist yet becomes an alias of the index reindex builds; a name that
-    is an index is refused with the one-time migration, before anything is created."""
+    """A name that does not exist yet becomes an alias of the index reindex builds, and the
+    reindex's lease table is gone afterwards."""
     table = aws.unique_name("first")
     await aws.create_stream_table(clients.dynamodb, table)
     await put_stable(clients.dynamodb, table)
@@ -202,10 +218,27 @@ async def test_a_first_reindex_creates_the_alias_and_a_concrete_index_is_refused
     tables = (await clients.dynamodb.list_tables())["TableNames"]
     assert lease_table_name(config.leases.table, table) not in tables, "its lease table is gone"
 
-    concrete = f"{index_name}-concrete"
-    await probe.create_index(concrete)
-    config = table_config(moto_endpoint, probe, table, concrete)
-    async with StreamSync(config, serve_http=False) as sync:
-        with pytest.raises(StreamsyncError, match="is an index, not an alias"):
-            await sync.reindex(table, f"{concrete}-v2")
-    assert not await probe.exists(f"{concrete}-v2"), "refused before anything was created"
+
+async def test_reindex_refuses_a_concrete_index_with_the_migration(
+    clients: aws.Clients, moto_endpoint: str, probe: Probe, index_name: str, tmp_path: Path
+) -> None:
+    """A name that is an index is refused by the command with one line naming the one-time
+    migration (exit status 1), before anything is created."""
+    table = aws.unique_name("concrete")
+    await aws.create_stream_table(clients.dynamodb, table)
+    await probe.create_index(index_name)
+    document = config_document(
+        moto_endpoint,
+        probe.target,
+        aws.unique_name("leases"),
+        [{"table": table, "index": index_name}],
+    )
+    (tmp_path / "tables.yaml").write_text(yaml.safe_dump(document))
+    command = [STREAMSYNC, "reindex", "--config", str(tmp_path / "tables.yaml"), "--table", table]
+    refused = await asyncio.to_thread(
+        subprocess.run, [*command, "--index", f"{index_name}-v2"], capture_output=True, text=True
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.splitlines()[-1:]
+    assert line.startswith(f"streamsync: tables[0].index {index_name}: is an index, not an alias")
+    assert not await probe.exists(f"{index_name}-v2"), "refused before anything was created"

@@ -73,14 +73,16 @@ def test_the_consumer_loads_the_table_into_the_new_index_with_leases_of_its_own(
     assert other.tables[0].index == "orders-search", "the configuration itself is unchanged"
 
 
-def lease(shard: str, checkpoint: str = "TRIM_HORIZON") -> Lease:
-    return Lease(stream_arn=ARN, shard_id=shard, table="orders", checkpoint=checkpoint)
+def lease(shard: str, checkpoint: str = "TRIM_HORIZON", parent: str | None = None) -> Lease:
+    parents = (parent,) if parent else ()
+    return Lease(ARN, shard, "orders", parent_shard_ids=parents, checkpoint=checkpoint)
 
 
 def test_caught_up_when_every_shard_is_read_past_the_moment_or_finished() -> None:
-    leases = [lease("a"), lease("b"), lease("c", SHARD_END)]
+    leases = [lease("a"), lease("b", parent="c"), lease("c", SHARD_END)]
     a, b = lease_key(ARN, "a"), lease_key(ARN, "b")
     assert caught_up(leases, {a: 12.0, b: 10.0}, since=10.0)
+    assert not caught_up(leases[:1] + leases[2:], {a: 12.0}, since=10.0), "c's child not leased"
     assert not caught_up(leases, {a: 12.0, b: 9.9}, since=10.0), "b polled before the moment"
     assert not caught_up(leases, {a: 12.0, b: None}, since=10.0), "b not acknowledged yet"
     assert not caught_up(leases, {a: 12.0}, since=10.0), "b not read by this consumer"
