@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.support.pipeline import (
     wait_until_equal,
 )
 from tests.support.search import Probe
-from tests.support.workload import TableShape, Workload, expected_id, writing
+from tests.support.workload import TableShape, Workload, expected_id, in_background, writing
 
 OLD_MAPPINGS: dict[str, Any] = {"dynamic": False}
 NEW_SETTINGS: dict[str, Any] = {
@@ -81,6 +82,13 @@ async def put_stable(ddb: Any, table: str) -> None:
         await ddb.batch_write_item(RequestItems={table: puts})
 
 
+async def inserting(ddb: Any, table: str) -> None:
+    """New items, one every 50 ms, each written once."""
+    for n in itertools.count():
+        await ddb.put_item(TableName=table, Item={"pk": {"S": f"new-{n}"}})
+        await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def watching(probe: Probe, alias: str) -> AsyncIterator[list[tuple[str, int]]]:
     """Searches through the alias while the block runs, as a user's searches would (no refresh
@@ -118,7 +126,9 @@ async def test_reindex_under_a_live_workload_swaps_to_an_index_equal_to_the_tabl
     every stable item at every moment (the old index until the swap, then the new one, never
     a half-built one); once the workload stops, the new index equals the table exactly (every
     item at its current image, no deleted item), the old index is still there, and the
-    reindex's own lease table is gone."""
+    reindex's own lease table is gone. The reindex polls more slowly than the worker, and new
+    items keep coming: those written just before the swap are in the new index only if the
+    reindex read on past it."""
     alias, old, new = index_name, f"{index_name}-v1", f"{index_name}-v2"
     shape = TableShape(aws.unique_name("reindex"))
     await aws.create_stream_table(clients.dynamodb, shape.name)
@@ -128,12 +138,21 @@ async def test_reindex_under_a_live_workload_swaps_to_an_index_equal_to_the_tabl
     await aliased_index(probe, alias, old)
     config = table_config(moto_endpoint, probe, shape.name, alias, initial_load="scan")
     doc_id = lambda item: expected_id(shape, item)  # noqa: E731
+    # The reindex's consumer waits seconds after an empty poll, the worker a twentieth of one:
+    # at the swap it is behind records the worker already wrote into the old index (new items
+    # above all, which nothing writes again), which it must read on for.
+    slow = config.polling.model_copy(update={"idle_wait_min_seconds": 4.0, "pickup_seconds": 5.0})
+    lagging = config.model_copy(update={"polling": slow})
 
     async with running(config):
         await wait_until_equal(clients.dynamodb, probe, shape.name, old, doc_id, within=120)
-        async with writing(workload, every=0.01), watching(probe, alias) as seen:
+        async with (
+            writing(workload, every=0.1),
+            in_background(inserting(clients.dynamodb, shape.name)),
+            watching(probe, alias) as seen,
+        ):
             operations = workload.operations
-            async with StreamSync(config, serve_http=False) as sync:
+            async with StreamSync(lagging, serve_http=False) as sync:
                 report = await sync.reindex(shape.name, new)
             written_during = workload.operations - operations
         assert report.swapped, report.summary()
