@@ -217,6 +217,7 @@ class _Build:
         self._new = new
         self._started = asyncio.Event()
         self._streaming: Streaming | None = None
+        self._swapped = False
 
     async def run(self, before_verify: BeforeVerify | None) -> ReindexReport:
         alias, new = self._table.index, self._new
@@ -234,6 +235,7 @@ class _Build:
             if drift is not None:
                 return report
             await self._swap()
+            self._swapped = True
             log.info("reindex: alias moved", extra={"alias": alias, "index": new})
             await self._catch_up(task, streaming)  # what the workers wrote to the old index
             return report
@@ -284,14 +286,23 @@ class _Build:
     ) -> T:
         """Polls `condition` until it gives a value; raises should the consumer or the command
         stop first."""
+        table = self._table.table
         while True:
             if task.done():
                 task.result()
-                raise StreamsyncError(f"reindex {self._table.table}: the consumer stopped early")
+                raise StreamsyncError(f"reindex {table}: the consumer stopped early")
+            failed = self._streaming.supervisor.problems if self._streaming else []
+            if failed:  # a failed initial load, say: what it should fill never will be
+                raise StreamsyncError(f"reindex {table}: {'; '.join(failed)}")
+            if self._engine.stopping.is_set() and self._swapped:
+                raise StreamsyncError(
+                    f"reindex {table}: interrupted after the alias moved to {self._new}, before "
+                    f"it read past the swap: run `streamsync verify --table {table} --repair`"
+                )
             if self._engine.stopping.is_set():
                 raise StreamsyncError(
-                    f"reindex {self._table.table}: interrupted; the alias was not moved, and "
-                    f"{self._new} is left as it was: delete it"
+                    f"reindex {table}: interrupted; the alias was not moved, and {self._new} is "
+                    "left as it was: delete it"
                 )
             value = await condition()
             if value is not None:
