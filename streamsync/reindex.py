@@ -12,7 +12,9 @@ the alias from the old index and adds it to the new one: searches see the old in
 never one half built. The workers write through the alias, so from then on into the new index;
 what they wrote into the old one before the swap came from records the consumer reads too, so it
 goes on until it has read everything the stream held after the swap, then stops and its lease
-table is deleted. The old index is kept until the user deletes it.
+table is deleted. The old index is kept until the user deletes it. The workers' tombstones are
+keyed by the alias, so a delete they made before the swap still buries an older image arriving
+after it; the consumer's own are keyed by the new index, which it writes to directly.
 """
 
 from __future__ import annotations

@@ -167,7 +167,10 @@ class Verifier:
                 is_transient,
                 table=self._config.table,
             )
-            (absent if item is None else items).append(item or key)
+            if item is None:
+                absent.append(key)
+            else:
+                items.append(item)
         report.table_items = len(items)
         await self._compare(items, report)
         ids = [document_id(key, self._hash_key, self._range_key) for key in absent]
