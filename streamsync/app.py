@@ -28,6 +28,7 @@ from streamsync.coordinator import Coordinator
 from streamsync.engine import Engine, open_engine
 from streamsync.observability.http import HealthServer, serving
 from streamsync.observability.metrics import Metrics
+from streamsync.reindex import ReindexReport, reindex
 from streamsync.replay import ReplayReport
 from streamsync.streaming import Streaming
 from streamsync.verify import VerifyReport
@@ -155,6 +156,12 @@ class StreamSync:
     ) -> list[VerifyReport]:
         """Compares each table with its index; with `repair`, fixes what differs."""
         return await commands.verify(self._entered, tables, repair)
+
+    async def reindex(self, table: str, new_index: str | None = None) -> ReindexReport:
+        """Builds a new index for the table with its current settings and mappings, verifies
+        it and moves the table's alias to it (see streamsync.reindex); `stop()` interrupts it
+        before the alias moves."""
+        return await reindex(self._entered, table, new_index)
 
     async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
         """Re-drives the stored dead letters: each letter's item, as the table holds it now,

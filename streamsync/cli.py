@@ -1,4 +1,5 @@
-"""Command line: `streamsync run | validate --config tables.yaml`.
+"""Command line: `streamsync run | validate | backfill | verify | reindex | status | dlq replay
+--config tables.yaml`.
 
 Every failure a user can fix ends as one line per problem on stderr and a non-zero exit status
 (2 for a bad configuration file, 1 for anything found while checking or running).
@@ -21,6 +22,7 @@ from streamsync.app import StreamSync
 from streamsync.config import Config, load_config
 from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
+from streamsync.reindex import ReindexReport
 from streamsync.replay import ReplayReport
 from streamsync.status import render as render_status
 from streamsync.verify import VerifyReport
@@ -58,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--table", action="append", help="only this table (repeatable)")
     verify.add_argument("--repair", action="store_true", help="fix what differs")
     verify.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    summary = (
+        "build a new index for a table with its current settings and mappings, beside the "
+        "running workers, verify it, then move the table's alias to it"
+    )
+    reindex = _common(commands.add_parser("reindex", help=summary, description=summary))
+    reindex.add_argument("--table", required=True, help="the DynamoDB table whose index to rebuild")
+    reindex.add_argument(
+        "--index", default=None, help="the new index's name (default: the alias and the UTC time)"
+    )
     summary = "show the leases of the configured tables: shard, owner, state, checkpoint, lag"
     status = _common(commands.add_parser("status", help=summary, description=summary))
     status.add_argument("--json", action="store_true", help="one JSON document, for machines")
@@ -130,6 +141,14 @@ async def _verify(config: Config, args: argparse.Namespace) -> list[VerifyReport
         return await sync.verify(args.table, args.repair)
 
 
+async def _reindex(config: Config, args: argparse.Namespace) -> ReindexReport:
+    async with StreamSync(config) as sync:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, sync.stop)
+        return await sync.reindex(args.table, args.index)
+
+
 async def _status(config: Config) -> list[dict[str, Any]]:
     async with StreamSync(config) as sync:
         return await sync.status()
@@ -167,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("\n".join(report.summary() for report in reports))
             drifted = any(r.drift for r in reports)
             return EXIT_PROBLEMS if drifted and not args.repair else 0
+        if args.command == "reindex":
+            rebuilt = asyncio.run(_reindex(config, args))
+            print(rebuilt.summary())
+            return 0 if rebuilt.swapped else EXIT_PROBLEMS
         if args.command == "status":
             entries = asyncio.run(_status(config))
             print(json.dumps(entries, indent=2) if args.json else render_status(entries))

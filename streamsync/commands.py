@@ -11,6 +11,7 @@ from typing import Any
 from streamsync.backfill import terminal
 from streamsync.checks import refuse_problems
 from streamsync.config import TableConfig
+from streamsync.coordinator import Source
 from streamsync.engine import Engine
 from streamsync.errors import StreamsyncError
 from streamsync.replay import Replayer, ReplayReport
@@ -100,8 +101,12 @@ def _selected(engine: Engine, tables: list[str] | None) -> list[TableConfig]:
 
 
 async def _verify(engine: Engine, table: TableConfig, sink: BulkIndexer | None) -> VerifyReport:
-    source = await engine.source(table)
-    verifier = Verifier(
+    return await verifier(engine, await engine.source(table), sink).verify()
+
+
+def verifier(engine: Engine, source: Source, sink: BulkIndexer | None) -> Verifier:
+    """A verifier of the source's table against its index (`sink`: None, report only)."""
+    return Verifier(
         api=engine.api,
         engine=engine.search,
         transformer=source.transformer,
@@ -110,4 +115,3 @@ async def _verify(engine: Engine, table: TableConfig, sink: BulkIndexer | None) 
         range_key=source.stream.range_key,
         sink=sink,
     )
-    return await verifier.verify()

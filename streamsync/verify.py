@@ -80,6 +80,14 @@ class VerifyReport:
         return text
 
 
+@dataclass(frozen=True)
+class Drifted:
+    """A document found to differ from its item, and the item as the table held it then."""
+
+    key: dict[str, Any]  # the item's key (DynamoDB JSON)
+    item: dict[str, Any] | None  # None: the table had no such item (an extra document)
+
+
 def _key_value(value: Any, kind: str) -> dict[str, Any]:
     """A document's key field (decoded JSON) back to DynamoDB JSON of the table's key type."""
     if kind == "S":
@@ -129,6 +137,7 @@ class Verifier:
         self._sink = sink  # None: report only
         self._started = time.time()
         self._tracker = AckTracker()
+        self.drifted: dict[str, Drifted] = {}  # document id -> what was found to differ
 
     async def verify(self) -> VerifyReport:
         report = VerifyReport(self._config.table, self._config.index)
@@ -142,6 +151,42 @@ class Verifier:
         if self._sink is not None:
             await self._sink.drain()
         return report
+
+    async def recheck(self, keys: list[dict[str, Any]]) -> VerifyReport:
+        """Compares only the items with these keys, as the table holds them now: what a verify
+        found drifted, looked at again (under writes, a verify also finds the changes still on
+        their way; `streamsync reindex` tells them from lasting drift this way)."""
+        report = VerifyReport(self._config.table, self._config.index)
+        await self._engine.refresh(self._config.index)
+        items: list[dict[str, Any]] = []
+        absent: list[dict[str, Any]] = []
+        for key in keys:
+            item = await retry_transient(
+                lambda key=key: self._api.get_item(self._config.table, key),  # type: ignore[misc]
+                "verify GetItem",
+                is_transient,
+                table=self._config.table,
+            )
+            if item is None:
+                absent.append(key)
+            else:
+                items.append(item)
+        report.table_items = len(items)
+        await self._compare(items, report)
+        ids = [document_id(key, self._hash_key, self._range_key) for key in absent]
+        docs = [{"_index": self._config.index, "_id": doc_id} for doc_id in ids]
+        found = await self._mget(docs) if docs else []
+        for key, doc_id, doc in zip(absent, ids, found, strict=True):
+            if doc.get("found"):
+                report.note("extra", doc_id)
+                self.drifted[doc_id] = Drifted(key, None)
+                await self._delete(doc_id, report)
+        return report
+
+    async def _mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
+        return await retry_transient(
+            lambda: self._engine.mget(docs), "verify mget", is_search_transient
+        )
 
     async def _table_pages(self) -> AsyncIterator[list[dict[str, Any]]]:
         start: dict[str, Any] | None = None
@@ -168,20 +213,22 @@ class Verifier:
         return own[0] if own and own[0].op == "index" else None
 
     async def _compare(self, items: list[dict[str, Any]], report: VerifyReport) -> None:
-        expected = [a for a in [await self._expected(item) for item in items] if a is not None]
+        actions = [await self._expected(item) for item in items]
+        expected = [(item, a) for item, a in zip(items, actions, strict=True) if a is not None]
         if not expected:
             return
-        docs = [{"_index": self._config.index, "_id": a.doc_id} for a in expected]
-        found = await retry_transient(
-            lambda: self._engine.mget(docs), "verify mget", is_search_transient
+        found = await self._mget(
+            [{"_index": self._config.index, "_id": a.doc_id} for _, a in expected]
         )
-        for action, doc in zip(expected, found, strict=True):
+        for (item, action), doc in zip(expected, found, strict=True):
             if not doc.get("found"):
                 report.note("missing", action.doc_id)
             elif doc["_source"] != orjson.loads(action.source or b"{}"):
                 report.note("different", action.doc_id)
             else:
                 continue
+            key = {k: item[k] for k in (self._hash_key, self._range_key) if k and k in item}
+            self.drifted[action.doc_id] = Drifted(key, item)
             await self._repair(action, report)
 
     def _key_of(self, hit: dict[str, Any]) -> dict[str, Any] | None:
@@ -204,9 +251,10 @@ class Verifier:
         for start in range(0, len(lookups), 100):
             chunk = lookups[start : start + 100]
             present = await self._present([key for _, key in chunk])
-            for hit, _ in chunk:
+            for hit, key in chunk:
                 if hit["_id"] not in present:
                     report.note("extra", hit["_id"])
+                    self.drifted[hit["_id"]] = Drifted(key, None)
                     await self._delete(hit["_id"], report)
 
     async def _present(self, keys: list[dict[str, Any]]) -> set[str]:

@@ -87,6 +87,11 @@ class Coordinator:
     def held(self) -> list[Lease]:
         return [reader.held.lease for reader in self._readers.values()]
 
+    def caught_up_at(self) -> dict[str, float | None]:
+        """Lease key -> when its reader last caught up with its shard, everything read before
+        acknowledged (`clock.monotonic`; None: not yet), for each lease this worker reads."""
+        return {key: reader.held.caught_up_at() for key, reader in self._readers.items()}
+
     async def run(self) -> None:
         """Runs until `stopping` is set, then lets every poller drain, checkpoint and release."""
         failover = self._worker.config.leases.failover_seconds

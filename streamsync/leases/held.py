@@ -49,6 +49,8 @@ class HeldLease:
         self._last_written = False  # the last write ran: whatever was queued behind it is refused
         self.renewed_at = clock.monotonic()
         self.iterator_age: Callable[[], float] = lambda: 0.0  # set by the shard's reader
+        # also set by the reader: see ShardState.caught_up_at
+        self.caught_up_at: Callable[[], float | None] = lambda: None
 
     @property
     def fields(self) -> dict[str, object]:

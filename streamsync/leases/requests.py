@@ -52,6 +52,10 @@ def describe_table(table: str) -> Request:
     return Request("DescribeTable", {"TableName": table})
 
 
+def delete_table(table: str) -> Request:
+    return Request("DeleteTable", {"TableName": table})
+
+
 def create_table(table: str) -> Request:
     """On-demand billing: a lease table's load follows the number of shards, not a schedule."""
     return Request(

@@ -74,6 +74,18 @@ class LeaseTable:
             await asyncio.sleep(1)
         raise StreamsyncError(f"lease table {self.name}: not ACTIVE after 5 minutes")
 
+    async def delete_table(self) -> None:
+        """Deletes the whole table (a lease table of one `streamsync reindex`, once done); a
+        lease change not announced yet is dropped: nobody is left to tell."""
+        self._unannounced = False
+        if self._announcing is not None:
+            self._announcing.cancel()
+        try:
+            await self._send(requests.delete_table(self.name))
+        except AwsError as error:
+            if error.code != "ResourceNotFoundException":
+                raise
+
     async def _create(self) -> None:
         try:
             await self._send(requests.create_table(self.name))

@@ -202,6 +202,26 @@ class SearchEngine(ABC):
         )
         return [index["name"] for index in (answer or {}).get("indices", [])]
 
+    async def alias_indices(self, name: str) -> list[str] | None:
+        """The indices the alias `name` points to; None when `name` is no alias (an index, or
+        nothing)."""
+        try:
+            answer = await self.request(
+                "GET", path_of("_resolve", "index", name), {"expand_wildcards": "all"}
+            )
+        except Refused as error:
+            if error.status == 404:
+                return None
+            raise
+        for alias in (answer or {}).get("aliases", []):
+            if alias["name"] == name:
+                return sorted(alias["indices"])
+        return None
+
+    async def update_aliases(self, actions: list[dict[str, Any]]) -> None:
+        """Applies alias `actions` (add, remove) in one request: all of them at once, or none."""
+        await self.request("POST", "/_aliases", body=orjson.dumps({"actions": actions}))
+
     async def delete_index(self, index: str) -> None:
         """Deletes `index`; nothing happens when it does not exist."""
         try:

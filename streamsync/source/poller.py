@@ -85,6 +85,7 @@ class ShardPoller:
         self._traces: list[Trace] = []
         self._on_trimmed = transformer.config.on_trimmed
         held.iterator_age = lambda: self._state.iterator_age(time.time())
+        held.caught_up_at = lambda: self._state.caught_up_at
         self._written: Position | None = None
         lease = held.lease
         self._fields = {"table": lease.table, "shard": lease.shard_id}
@@ -157,7 +158,7 @@ class ShardPoller:
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
             read_some = bool(page.records)
-            await self._take_in(page)
+            await self._take_in(page, sent)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
@@ -192,7 +193,7 @@ class ShardPoller:
             return outcome, iterator, None
         return None, iterator, page
 
-    async def _take_in(self, page: RecordsPage) -> None:
+    async def _take_in(self, page: RecordsPage, asked_at: float) -> None:
         """Empties the page: each record is let go once its actions are queued, not with the
         whole page (1,000 parsed records take megabytes, held while a full queue makes a put
         wait, on every busy shard at once)."""
@@ -203,7 +204,7 @@ class ShardPoller:
             if (record := await self._parsed(raws.pop())) is not None:
                 await self._process(record)
                 last = record
-        self._state.page_read(last)
+        self._state.page_read(last, asked_at)
 
     async def _idle(self, wait: float, polled_in: float) -> float:
         """An empty poll (answered in `polled_in` seconds): waits twice as long as after the

@@ -25,6 +25,8 @@ class ShardState:
         self._start_after = float(int(start_after)) if start_after is not None else None
         self.last_read: int | None = None
         self._behind_since: float | None = None  # creation time of the last record read
+        # (when the last poll that found nothing new was sent, the last record read before it)
+        self._empty_poll: tuple[float, int | None] | None = None
 
     def read(self, record: StreamRecord) -> bool:
         """Notes the record as read; False when it was read before (a duplicate delivery)."""
@@ -67,10 +69,25 @@ class ShardState:
     def on_acknowledged(self, callback: Callable[[], None]) -> None:
         self._acks.on_advance = callback
 
-    def page_read(self, last: StreamRecord | None) -> None:
-        """After each page, with its last record: an empty page means the reader caught up with
-        the shard."""
+    def page_read(self, last: StreamRecord | None, asked_at: float) -> None:
+        """After each page, with its last record and when it was asked for: an empty page means
+        the reader caught up with the shard as it was at `asked_at`."""
         self._behind_since = last.created_at if last is not None else None
+        if last is None:
+            self._empty_poll = (asked_at, self.last_read)
+
+    @property
+    def caught_up_at(self) -> float | None:
+        """When the last poll that found nothing new was asked for, once every record read
+        before it is acknowledged (None before): every record the shard held then is in the
+        index. What `streamsync reindex` waits on before it verifies and after it swaps."""
+        if self._empty_poll is None:
+            return None
+        asked_at, last_read = self._empty_poll
+        acked = self._acks.acknowledged
+        if last_read is not None and (acked is None or acked.sequence_number < last_read):
+            return None
+        return asked_at
 
     def iterator_age(self, now: float) -> float:
         """How far behind the reader is: now minus the creation time of the last record read,

@@ -16,6 +16,7 @@ import pytest
 
 from streamsync.config import BulkConfig, DeadLettersConfig, TableConfig, parse_config
 from streamsync.observability.metrics import Metrics
+from streamsync.reindex import swap_actions
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.cluster import cluster_problems
 from streamsync.sink.deadletter import DeadLetter, DeadLetters
@@ -322,3 +323,29 @@ async def test_the_wrong_engine_for_a_cluster_is_named_with_the_fix(target: Targ
     finally:
         await engine.close()
     assert f"describe it in an `{target.engine}:` section instead of `{other}:`" in problem
+
+
+async def test_through_an_alias_a_delete_outlives_gc_deletes_and_the_alias_moving(
+    engine: SearchEngine, probe: Probe, index_name: str
+) -> None:
+    """Writes go through a table's alias; its tombstones are keyed by the alias, so a delete
+    made in the old index still buries an older image arriving after a reindex moved the alias
+    (a lagging worker's late write): the re-delete goes through the alias too."""
+    old, new = f"{index_name}-1", f"{index_name}-2"
+    settings = {"settings": {"index.gc_deletes": "0s"}}
+    await probe.create_index(old, {**settings, "aliases": {index_name: {"is_write_index": True}}})
+    await probe.create_index(new, settings)
+    assert await engine.alias_indices(index_name) == [old]
+    assert await engine.alias_indices(old) is None, "an index is no alias"
+    assert await engine.alias_indices(f"{index_name}-none") is None
+    tracker = AckTracker()
+    await index_all(engine, [make(index_name, "k", 5, {"n": 5}, tracker)], [])
+    await index_all(engine, [make(index_name, "k", 7, None, tracker)], [])
+    await engine.update_aliases(swap_actions(index_name, [old], new))
+    assert await engine.alias_indices(index_name) == [new]
+    await asyncio.sleep(1)  # past gc_deletes (0 s) and a refresh
+    await index_all(engine, [make(index_name, "k", 6, {"n": 6}, tracker)], [])
+
+    await probe.refresh(new)
+    assert await probe.get(new, "k") is None
+    assert tracker.outstanding == 0

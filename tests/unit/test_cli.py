@@ -38,3 +38,12 @@ def test_an_unknown_log_level_is_one_line_naming_the_choices() -> None:
     assert (
         "invalid choice: 'LOUD' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')" in result.stderr
     )
+
+
+def test_reindex_takes_one_table_and_optionally_the_new_index_name() -> None:
+    args = build_parser().parse_args(["reindex", "--config", "t.yaml", "--table", "orders"])
+    assert (args.table, args.index) == ("orders", None)
+    args = build_parser().parse_args(
+        ["reindex", "--config", "t.yaml", "--table", "orders", "--index", "orders-v2"]
+    )
+    assert args.index == "orders-v2"

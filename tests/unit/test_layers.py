@@ -29,6 +29,7 @@ LEVELS: dict[str, int] = {
             "engine",
             "streaming",
             "commands",
+            "reindex",
             "testing",
         ),
         6,

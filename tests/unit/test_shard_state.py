@@ -162,11 +162,35 @@ def test_a_record_that_gave_no_action_is_acknowledged_when_sent() -> None:
 def test_the_iterator_age_grows_until_a_page_comes_back_empty() -> None:
     state = ShardState(start_version=0)
     assert state.iterator_age(T0 + 100) == 0.0
-    state.page_read(record(2, T0 + 10))
+    state.page_read(record(2, T0 + 10), asked_at=1.0)
     assert state.iterator_age(T0 + 40) == 30.0, "measured from the last record read"
     assert state.iterator_age(T0 + 5) == 0.0, "never negative"
-    state.page_read(None)
+    state.page_read(None, asked_at=2.0)
     assert state.iterator_age(T0 + 100) == 0.0, "caught up"
+
+
+def test_caught_up_once_an_empty_poll_follows_records_all_acknowledged() -> None:
+    """What reindex waits on: the time an empty poll was asked for counts only once every
+    record read before it is in the index, and a later empty poll moves it on."""
+    state = ShardState(start_version=0)
+    assert state.caught_up_at is None, "never polled"
+    state.page_read(None, asked_at=5.0)
+    assert state.caught_up_at == 5.0, "an empty shard: nothing to wait for"
+    tickets = []
+    for seq in (1, 2):
+        rec = record(seq)
+        state.read(rec)
+        version = state.version_for(rec)
+        assert version is not None
+        tickets.append(state.sent(rec, version, actions=1))
+    state.page_read(record(2), asked_at=6.0)
+    assert state.caught_up_at == 5.0, "records read since: still the earlier empty poll"
+    state.page_read(None, asked_at=7.0)
+    assert state.caught_up_at is None, "records 1 and 2 not acknowledged yet"
+    tickets[1].ack()
+    assert state.caught_up_at is None, "record 1 still outstanding"
+    tickets[0].ack()
+    assert state.caught_up_at == 7.0
 
 
 @given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=60))
