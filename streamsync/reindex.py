@@ -262,7 +262,7 @@ class _Build:
         of its own so that its supervisor is its own."""
         streaming = await Streaming.prepare(self._consumer)
         self._streaming = streaming
-        await streaming.run(self._started, streaming.readiness, None)
+        await streaming.run(self._started, None)
 
     async def _loaded(self) -> Streaming | None:
         streaming = self._streaming
