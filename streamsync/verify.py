@@ -173,7 +173,10 @@ class Verifier:
             return
         docs = [{"_index": self._config.index, "_id": a.doc_id} for a in expected]
         found = await retry_transient(
-            lambda: self._engine.mget(docs), "verify mget", is_search_transient
+            lambda: self._engine.mget(docs),
+            "verify mget",
+            is_search_transient,
+            table=self._config.table,
         )
         for action, doc in zip(expected, found, strict=True):
             if not doc.get("found"):
