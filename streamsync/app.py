@@ -54,6 +54,7 @@ class StreamSync:
         self.config = config
         self.metrics = Metrics(registry)
         self.metrics.start_at_zero(table.table for table in config.tables)
+        self.metrics.readiness(self.readiness)
         self._listen = config.observability.listen if serve_http else None
         self.started = asyncio.Event()  # set once run() serves and reads
         self.worker_id = config.leases.worker_id or default_worker_id()

@@ -109,7 +109,10 @@ class Backfill:
     async def run(self, segments: int, restart: bool, progress: Progress) -> int:
         """Scans the table into its index; returns how many items this run indexed."""
         saved = await retry_transient(
-            lambda: self._checkpoints.load(self._table), "backfill progress", is_transient
+            lambda: self._checkpoints.load(self._table),
+            "backfill progress",
+            is_transient,
+            table=self._table,
         )
         resumed = bool(saved) and not restart
         if resumed:
@@ -199,7 +202,10 @@ class Backfill:
             del pages[number]
         if newest != saved:
             await retry_transient(
-                lambda: self._checkpoints.save(newest), "backfill checkpoint", is_transient
+                lambda: self._checkpoints.save(newest),
+                "backfill checkpoint",
+                is_transient,
+                table=self._table,
             )
         return newest
 

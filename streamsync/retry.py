@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -30,10 +30,21 @@ FIRST_RETRY_SECONDS = 0.1
 on_retry: ContextVar[Callable[[str, str], None] | None] = ContextVar("on_retry", default=None)
 
 
-def _note(what: str, fields: dict[str, object], error: object, attempt: int, wait: float) -> None:
+Tables = Callable[[], Collection[str]]
+
+
+def _note(
+    what: str,
+    fields: dict[str, object],
+    tables: Tables | None,
+    error: object,
+    attempt: int,
+    wait: float,
+) -> None:
     count = on_retry.get()
     if count is not None:
-        count(what, str(fields.get("table", "")))
+        for table in tables() if tables is not None else [str(fields.get("table", ""))]:
+            count(what, table)
     log.warning(
         "%s failed, retrying: %s",
         what,
@@ -42,10 +53,12 @@ def _note(what: str, fields: dict[str, object], error: object, attempt: int, wai
     )
 
 
-def _log_retry(what: str, fields: dict[str, object]) -> Callable[[RetryCallState], None]:
+def _log_retry(
+    what: str, fields: dict[str, object], tables: Tables | None
+) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        _note(what, fields, error, state.attempt_number + 1, state.upcoming_sleep)
+        _note(what, fields, tables, error, state.attempt_number + 1, state.upcoming_sleep)
 
     return before_sleep
 
@@ -56,19 +69,43 @@ async def retry_transient(
     transient: Callable[[BaseException], bool],
     **fields: object,
 ) -> T:
-    """Runs `call` until it succeeds or fails with an error `transient` says is permanent."""
+    """Runs `call` until it succeeds or fails with an error `transient` says is permanent. Each
+    retry is counted for the `table` field's table ("" for none: the lease table's work)."""
+    return await _retrying(call, what, transient, None, fields)
+
+
+async def retry_transient_per_table(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    transient: Callable[[BaseException], bool],
+    tables: Tables,
+    **fields: object,
+) -> T:
+    """`retry_transient` for a call that serves several tables at once (a bulk request): each
+    retry is counted once for each table `tables()` names at that retry, since what is left to
+    send changes between attempts."""
+    return await _retrying(call, what, transient, tables, fields)
+
+
+async def _retrying(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    transient: Callable[[BaseException], bool],
+    tables: Tables | None,
+    fields: dict[str, object],
+) -> T:
     try:
         return await call()
     except Exception as error:
         if not transient(error):
             raise
         wait = random.uniform(0, FIRST_RETRY_SECONDS)
-        _note(what, fields, error, 1, wait)
+        _note(what, fields, tables, error, 1, wait)
         await asyncio.sleep(wait)
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(transient),
         wait=BACKOFF,
-        before_sleep=_log_retry(what, fields),
+        before_sleep=_log_retry(what, fields, tables),
         reraise=True,
     ):
         with attempt:

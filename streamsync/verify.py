@@ -185,7 +185,10 @@ class Verifier:
 
     async def _mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
         return await retry_transient(
-            lambda: self._engine.mget(docs), "verify mget", is_search_transient
+            lambda: self._engine.mget(docs),
+            "verify mget",
+            is_search_transient,
+            table=self._config.table,
         )
 
     async def _table_pages(self) -> AsyncIterator[list[dict[str, Any]]]:

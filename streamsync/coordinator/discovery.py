@@ -80,7 +80,10 @@ class Discovery:
         )
         created = await bounded(
             lambda lease=lease: retry_transient(  # type: ignore[misc]
-                lambda: self._leases.create(lease), "lease creation", is_transient
+                lambda: self._leases.create(lease),
+                "lease creation",
+                is_transient,
+                table=lease.table,
             )
             for lease in new
         )
@@ -116,6 +119,7 @@ class Discovery:
                         lambda lease=lease: self._leases.delete(lease),  # type: ignore[misc]
                         "lease clean-up",
                         is_transient,
+                        table=lease.table,
                     )
                     del known[lease.shard_id]
                     log.info(

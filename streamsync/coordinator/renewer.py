@@ -115,14 +115,15 @@ class Renewer:
     async def _beat(self) -> None:
         try:
             await self.heartbeat()
-        except AwsError as error:
-            if is_transient(error):  # the next beat, a third of a failover time on, may land
-                log.warning("heartbeat failed: %s", error)
+        except Exception as error:
+            self._worker.metrics.heartbeat_failures.inc()
+            if isinstance(error, AwsError) and not is_transient(error):
+                # Refused for good (expired credentials, access denied): this worker's leases
+                # live by its heartbeat, so it will lose them; a restart gets fresh credentials.
+                failed("renewer", error, fields={"worker": self._worker.id})
                 return
-            # Refused for good (expired credentials, access denied): this worker's leases live
-            # by its heartbeat, so it will lose them; a restart gets fresh credentials.
-            failed("renewer", error, fields={"worker": self._worker.id})
-        except Exception as error:  # the connection: as a transient error
+            # Throttling, a server error, the connection: the next beat, a third of a failover
+            # time on, may land.
             log.warning("heartbeat failed: %s", error or type(error).__name__)
 
     async def _renew(self, reader: Reader, gate: asyncio.Semaphore, deadline: float) -> None:

@@ -182,8 +182,20 @@ class Metrics:
             "Actions waiting for, or in, a bulk request.",
             registry=r,
         )
+        self.ready = Gauge(
+            "streamsync_ready",
+            "1 while this instance is ready (/readyz answers 200), else 0: starting, leases not "
+            "renewing, bulk requests failing, a table stopped, an initial load under way.",
+            registry=r,
+        )
         self.leases_held = Gauge(
             "streamsync_leases_held", "Shard leases this worker holds.", registry=r
+        )
+        self.heartbeat_failures = Counter(
+            "streamsync_heartbeat_failures",
+            "Heartbeats of this worker that failed (its leases live by them: failing for a "
+            "failover time, they stop reading and others take them).",
+            registry=r,
         )
         self.leases_taken = Counter(
             "streamsync_leases_taken", "Shard leases this worker took.", registry=r
@@ -235,6 +247,11 @@ class Metrics:
         self._polls[table] = (calls, seconds)
         if seconds > 0:
             self.get_records_per_shard_hour.labels(table).set(calls * 3600 / seconds)
+
+    def readiness(self, reasons: Callable[[], list[str]]) -> None:
+        """`streamsync_ready` follows `reasons()` (why not ready; empty: ready) when scraped: an
+        alert sees what /readyz says even where no orchestrator acts on the probe."""
+        self.ready.set_function(lambda: 0.0 if reasons() else 1.0)
 
     def queue_depth(self, depth: Callable[[], float]) -> None:
         self.queue.set_function(depth)

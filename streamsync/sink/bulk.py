@@ -21,7 +21,7 @@ from typing import Any
 
 from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
-from streamsync.retry import retry_transient
+from streamsync.retry import retry_transient_per_table
 from streamsync.sink.batch import Batch, Entry, Outcome, bulk_body, classify
 from streamsync.sink.engine import SearchEngine, SearchError, is_transient
 from streamsync.sink.ports import Ticket
@@ -148,7 +148,13 @@ class BulkIndexer:
             if pending:
                 raise _ItemsToRetry(len(pending), self.last_error or "")
 
-        await retry_transient(attempt, "bulk request", _transient, actions=len(pending))
+        await retry_transient_per_table(
+            attempt,
+            "bulk request",
+            _transient,
+            lambda: {entry.action.origin.table for entry in pending},
+            actions=len(pending),
+        )
         if self.failing_since is not None:
             # The retries logged each failure; without this line the outage has no end in the log.
             outage = round(time.monotonic() - self.failing_since, 1)

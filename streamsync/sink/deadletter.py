@@ -225,7 +225,10 @@ class DeadLetters:
             await self._store(self._config.index, letter)
         if self._config.file is not None:
             await retry_transient(
-                lambda: self._append(letter), "storing a dead letter", _file_transient
+                lambda: self._append(letter),
+                "storing a dead letter",
+                _file_transient,
+                table=letter.table,
             )
         due = self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS
         if self._config.index is not None and due:

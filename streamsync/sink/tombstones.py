@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from streamsync.retry import retry_transient
+from streamsync.retry import retry_transient_per_table
 from streamsync.sink.batch import settled
 from streamsync.sink.engine import Refused, SearchEngine, is_transient
 from streamsync.transform.actions import Action
@@ -80,8 +80,12 @@ class Tombstones:
         """Deletes again the documents just created that a newer tombstone says are deleted."""
         if not created:
             return
-        await retry_transient(
-            lambda: self._bury_again(created), "tombstone check", is_transient, actions=len(created)
+        await retry_transient_per_table(
+            lambda: self._bury_again(created),
+            "tombstone check",
+            is_transient,
+            lambda: {action.origin.table for action in created},
+            actions=len(created),
         )
 
     async def _bury_again(self, created: list[Action]) -> None:

@@ -167,6 +167,7 @@ async def test_readyz_reports_not_ready_while_elasticsearch_is_down(
 
             await eventually(not_ready, within=30)
             assert (await get(port, "/healthz"))[0] == 200, "alive, only not ready"
+            assert (await scrape(port))[("streamsync_ready", ())] == 0
         finally:
             await asyncio.to_thread(node.start, es_port)
 
@@ -174,6 +175,7 @@ async def test_readyz_reports_not_ready_while_elasticsearch_is_down(
             return (await get(port, "/readyz"))[0] == 200
 
         await eventually(ready, within=60)
+        assert (await scrape(port))[("streamsync_ready", ())] == 1
         await wait_until_equal(clients.dynamodb, probe, table, index_name, pk)
 
 

@@ -139,6 +139,7 @@ class Running:
     sink: InMemorySink
     stopping: asyncio.Event
     task: asyncio.Task[None]
+    metrics: Metrics
 
     def held(self) -> set[str]:
         return {lease.shard_id for lease in self.coordinator.held}
@@ -154,6 +155,7 @@ def start_worker(
     configured = config()
     sink = sink or InMemorySink()
     stopping = asyncio.Event()
+    metrics = Metrics()
     coordinator = Coordinator(
         config=configured,
         worker_id=name,
@@ -162,9 +164,9 @@ def start_worker(
         heartbeats=leases.heartbeats,
         sources=[source(configured)],
         sink=sink,
-        metrics=Metrics(),
+        metrics=metrics,
         stopping=stopping,
         on_rejected_record=Rejected(),
     )
     task = asyncio.create_task(coordinator.run(), name=f"worker {name}")
-    return Running(name, coordinator, sink, stopping, task)
+    return Running(name, coordinator, sink, stopping, task, metrics)

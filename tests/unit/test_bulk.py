@@ -13,6 +13,7 @@ import pytest
 
 from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
+from streamsync.retry import on_retry
 from streamsync.sink.bulk import BulkIndexer
 from streamsync.sink.engine import Unreachable
 from streamsync.sink.ports import Ticket
@@ -63,11 +64,11 @@ class FakeCluster:
 
 
 def action(
-    doc_id: str, version: int, tracker: AckTracker, op: str = "index"
+    doc_id: str, version: int, tracker: AckTracker, op: str = "index", table: str = "t"
 ) -> tuple[Action, Ticket]:
     """An action and, beside it, the ticket its settlement acknowledges."""
     source = orjson.dumps({"id": doc_id, "v": version}) if op == "index" else None
-    act = Action(op, "idx", doc_id, version, source, Origin("t", "shard-1", version, b"{}"))  # type: ignore[arg-type]
+    act = Action(op, "idx", doc_id, version, source, Origin(table, "shard-1", version, b"{}"))  # type: ignore[arg-type]
     return act, tracker.register(version, version, 1)
 
 
@@ -167,6 +168,42 @@ async def test_throttled_items_are_retried_and_acknowledged_after(
     assert sent == [["a", "b", "c"], ["b"], ["b"]]
     assert tracker.outstanding == 0
     assert rejected == []
+
+
+async def test_retries_are_counted_for_the_tables_of_what_is_retried(
+    rejected: list[tuple[Action, dict[str, Any]]],
+) -> None:
+    """A bulk request carries several tables' actions: a failed request is a retry for each of
+    them, an item throttled alone a retry for its table only (they were counted with table=""
+    before, so no per-table alert could see a table's writes failing)."""
+    counted: list[tuple[str, str]] = []
+    token = on_retry.set(lambda what, table: counted.append((what, table)))
+    try:
+        cluster = FakeCluster(
+            lambda meta: (
+                (429, {"type": "es_rejected_execution_exception"})
+                if meta["_id"] == "u1" and len(cluster.requests) == 1
+                else (201, None)
+            )
+        )
+        cluster.fail_requests = 1
+        cluster.gate = asyncio.Event()
+        indexer, task = await start(cluster, rejected, max_in_flight=1, flush_interval_seconds=0.2)
+    finally:
+        on_retry.reset(token)
+    tracker = AckTracker()
+    await indexer.put(*action("o1", 1, tracker, table="orders"))
+    await indexer.put(*action("u1", 2, tracker, table="users"))
+    cluster.gate.set()
+    await indexer.drain()
+    await indexer.close()
+    await task
+    assert sorted(counted) == [
+        ("bulk request", "orders"),
+        ("bulk request", "users"),
+        ("bulk request", "users"),
+    ]
+    assert tracker.outstanding == 0
 
 
 async def test_version_conflicts_count_as_success_and_bad_documents_are_rejected(

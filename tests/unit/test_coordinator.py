@@ -7,10 +7,11 @@ loop time. The same flows against moto, real nodes and worker processes: tests/i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 
+from streamsync.awsjson import AwsError
 from streamsync.coordinator.scan import FULL_SCAN_FAILOVERS
 from streamsync.leases.model import SHARD_END, Lease, lease_key
 from streamsync.testing import InMemoryLeases, InMemorySink, InMemoryStream
@@ -248,6 +249,36 @@ async def test_a_worker_whose_heartbeats_fail_stops_checkpointing_before_its_lea
     assert all(indexed(a.sink, f"k{n}") or indexed(b.sink, f"k{n}") for n in range(400))
     leases.resume()
     await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_failed_heartbeats_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose heartbeats fail loses its leases a failover time later: each failure is
+    counted (streamsync_heartbeat_failures_total, for an alert before that happens), whether
+    throttled, refused for good or cut off."""
+    stream, leases = stream_of(1), InMemoryLeases()
+    a = start_worker("a", stream, leases)
+    await settled([a], 1)
+    errors = iter(
+        [
+            AwsError("ThrottlingException", "slow down", 400),
+            AwsError("AccessDeniedException", "not allowed", 400),
+            ConnectionResetError("reset by peer"),
+        ]
+    )
+    failed: list[BaseException] = []
+
+    async def failing_beat(worker_id: str, streams: Iterable[str]) -> None:
+        error = next(errors, None)
+        if error is None:
+            return  # landed again
+        failed.append(error)
+        raise error
+
+    monkeypatch.setattr(leases.heartbeats, "beat", failing_beat)
+    await until(lambda: len(failed) == 3, 2 * FAILOVER, "three failed heartbeats")
+    await asyncio.sleep(FAILOVER)
+    assert a.metrics.value("streamsync_heartbeat_failures_total") == 3
+    await a.stop()
 
 
 async def test_idle_leases_cost_no_lease_writes() -> None:

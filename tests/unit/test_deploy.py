@@ -40,7 +40,8 @@ def container_config() -> Config:
 
 
 @pytest.mark.parametrize(
-    "kind", ["ServiceAccount", "ConfigMap", "Deployment", "PodDisruptionBudget", "Secret"]
+    "kind",
+    ["ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Secret"],
 )
 def test_manifests_validate_against_the_kubernetes_schemas(kind: str) -> None:
     kubernetes_validate.validate(
@@ -70,6 +71,33 @@ def test_the_deployment_is_wired_for_streamsync() -> None:
     assert (
         found["PodDisruptionBudget"]["spec"]["selector"] == found["Deployment"]["spec"]["selector"]
     )
+
+
+def test_prometheus_scrapes_every_pod_through_the_service_monitor() -> None:
+    """The ServiceMonitor selects the Service, whose named port is the container's metrics
+    port; the job is the Service's name, the one the alert rules expect; not-ready pods stay
+    listed, so their streamsync_ready 0 is seen."""
+    found = manifests()
+    service, deployment = found["Service"], found["Deployment"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    (monitor,) = yaml.safe_load_all((DEPLOY / "kubernetes" / "servicemonitor.yaml").read_text())
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["kind"] == "ServiceMonitor"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == port["name"]
+    assert endpoint["path"] == pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    (container_port,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    assert container_port["containerPort"] == port["port"] == 9108
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    rules = (DEPLOY / "prometheus" / "alerts.yaml").read_text()
+    assert f'up{{job="{service["metadata"]["name"]}"}}' in rules
 
 
 def test_the_iam_policy_grants_what_streamsync_calls_and_no_wildcard_actions() -> None:

@@ -45,3 +45,20 @@ def test_every_per_table_counter_exists_at_zero_from_the_start() -> None:
         for name in ("dead_letters", "trimmed_shards", "records_read", "documents_indexed"):
             sample = registry.get_sample_value(f"streamsync_{name}_total", {"table": table})
             assert sample == 0.0, (name, table)
+
+
+def test_the_ready_gauge_says_what_readyz_says() -> None:
+    """Not ready while starting (/readyz answers 503 "starting"): an alert on
+    `streamsync_ready == 0` sees a worker that never gets going, not only one that stops."""
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "aws": {"region": "us-east-1"},
+                "elasticsearch": {"hosts": ["http://127.0.0.1:9"]},
+                "tables": [{"table": "orders", "index": "orders"}],
+            }
+        )
+    )
+    sync = StreamSync(config, serve_http=False)
+    assert sync.readiness() == ["starting"]
+    assert sync.metrics.registry.get_sample_value("streamsync_ready") == 0.0
