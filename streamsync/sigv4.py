@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from awscrt import auth as crt_auth
@@ -21,7 +21,14 @@ from awscrt import http as crt_http
 from yarl import URL
 
 if TYPE_CHECKING:
-    from aiobotocore.credentials import AioCredentials
+    from botocore.credentials import ReadOnlyCredentials
+
+
+class CredentialSource(Protocol):
+    """What signing needs of credentials: the keys of the moment. aiobotocore's static and
+    refreshable credentials both are one (the refreshable renew themselves when asked)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials: ...
 
 
 def host_header(url: str) -> str:
@@ -43,7 +50,7 @@ class Signer:
 
     def __init__(
         self,
-        credentials: AioCredentials,
+        credentials: CredentialSource,
         region: str,
         service: str,
         *,

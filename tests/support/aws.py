@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,20 +23,47 @@ class Clients:
 
 
 @asynccontextmanager
-async def clients(endpoint_url: str, config: AioConfig = NO_RETRIES) -> AsyncIterator[Clients]:
+async def clients(
+    endpoint_url: str, config: AioConfig = NO_RETRIES, keys: Mapping[str, str] | None = None
+) -> AsyncIterator[Clients]:
+    """`keys`: aws_access_key_id, aws_secret_access_key, aws_session_token to sign with, instead
+    of the environment's."""
     session = get_session()
+    signing = dict(keys or {})
     async with AsyncExitStack() as stack:
         ddb = await stack.enter_async_context(
             session.create_client(
-                "dynamodb", region_name=REGION, endpoint_url=endpoint_url, config=config
+                "dynamodb", region_name=REGION, endpoint_url=endpoint_url, config=config, **signing
             )
         )
         streams = await stack.enter_async_context(
             session.create_client(
-                "dynamodbstreams", region_name=REGION, endpoint_url=endpoint_url, config=config
+                "dynamodbstreams",
+                region_name=REGION,
+                endpoint_url=endpoint_url,
+                config=config,
+                **signing,
             )
         )
         yield Clients(ddb, streams)
+
+
+@asynccontextmanager
+async def clients_of_role(endpoint_url: str, role_arn: str) -> AsyncIterator[tuple[Clients, str]]:
+    """Clients signing with `role_arn`'s credentials from moto's STS (moto serves them the
+    role's account: its tables are not the default account's), and their access key."""
+    async with get_session().create_client(
+        "sts", region_name=REGION, endpoint_url=endpoint_url
+    ) as sts:
+        answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName="test-setup")
+    keys = answer["Credentials"]
+    signing = {
+        "aws_access_key_id": keys["AccessKeyId"],
+        "aws_secret_access_key": keys["SecretAccessKey"],
+        "aws_session_token": keys["SessionToken"],
+    }
+    async with clients(endpoint_url, keys=signing) as theirs:
+        yield theirs, keys["AccessKeyId"]
 
 
 def unique_name(prefix: str) -> str:
