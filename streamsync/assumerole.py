@@ -67,16 +67,6 @@ def refusal(role_arn: str, error: ClientError) -> str:
     return f"aws.role_arn {role_arn}: AssumeRole refused ({refused.code}: {refused.message}); {fix}"
 
 
-class _NoCache(dict[str, Any]):
-    """The fetcher's cache, which keeps nothing. The refreshable credentials already hold the
-    current answer and decide, by their own clock, when to ask for a new one; a cache judging
-    freshness by the wall clock and a window of its own could answer that request with the
-    credentials being replaced."""
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        pass
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -102,6 +92,8 @@ def role_credentials(
         extra_args["ExternalId"] = aws.external_id
 
     async def assume() -> dict[str, Any]:
+        # A fetcher per renewal: it signs with the worker's credentials of the moment, and its
+        # cache starts empty, so a renewal the credentials ask for always reaches STS.
         source = await worker.get_credentials()
         if source is None:
             raise NoCredentialsError()  # reported as such by the start-up checks
@@ -117,7 +109,6 @@ def role_credentials(
             source_credentials=source,
             role_arn=role_arn,
             extra_args=extra_args,
-            cache=_NoCache(),
         )
         try:
             return dict(await fetcher.fetch_credentials())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
@@ -50,9 +50,9 @@ class AwsConfig(_Section):
     region: str = Field(min_length=1)
     endpoint_url: _HttpUrl | None = None
     role_arn: _RoleArn | None = None
-    external_id: Annotated[_ExternalId, Field(min_length=2, max_length=1224)] | None = None
+    external_id: _ExternalId | None = None
     """Sent with every AssumeRole, for a trust policy that requires it (sts:ExternalId)."""
-    session_name: Annotated[_SessionName, Field(min_length=2, max_length=64)] | None = None
+    session_name: _SessionName | None = None
     """None: streamsync-<worker id>, so that the tables' account sees which worker called."""
     duration_seconds: int = Field(default=3600, ge=1800, le=43200)
     """How long each set of the role's credentials lasts. botocore renews them 15 minutes

@@ -94,19 +94,21 @@ def _role_arn(value: str) -> str:
     return value
 
 
-_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]*", re.ASCII)
-_SESSION_NAME = re.compile(r"[\w+=,.@-]*", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 
 
 def _external_id(value: str) -> str:
     if not _EXTERNAL_ID.fullmatch(value):
-        raise ValueError("may hold only letters, digits and _ + = , . @ : / - (STS refuses others)")
+        raise ValueError(
+            "must be 2 to 1224 letters, digits or _ + = , . @ : / - (what STS accepts)"
+        )
     return value
 
 
 def _session_name(value: str) -> str:
     if not _SESSION_NAME.fullmatch(value):
-        raise ValueError("may hold only letters, digits and _ + = , . @ - (STS refuses others)")
+        raise ValueError("must be 2 to 64 letters, digits or _ + = , . @ - (what STS accepts)")
     return value
 
 
