@@ -9,6 +9,7 @@ account (123456789012, where the environment's "testing" key leads).
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -261,3 +262,23 @@ async def test_a_role_refused_at_start_is_one_problem_line_and_run_does_not_star
         with pytest.raises(StreamsyncError) as caught:
             await sync.run()
     assert str(caught.value) == line
+
+
+async def test_an_sts_endpoint_that_does_not_answer_is_named(
+    moto_endpoint: str, target: Target, index_name: str
+) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    config = make_config(
+        moto_endpoint,
+        target,
+        aws.unique_name("leases"),
+        [{"table": aws.unique_name("theirs"), "index": index_name}],
+        aws=role_section(moto_endpoint, sts_endpoint_url=nowhere),
+    )
+    async with StreamSync(config, serve_http=False) as sync:
+        found = await sync.check()
+    assert found == [
+        f"AWS: cannot reach {nowhere}/; check aws.sts_endpoint_url, aws.endpoint_url and aws.region"
+    ]
