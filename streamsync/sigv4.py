@@ -5,8 +5,9 @@ Two kinds of request are signed here: the hot DynamoDB calls (see streamsync.aws
 request to Amazon OpenSearch Service or OpenSearch Serverless. Both sign with the AWS Common
 Runtime's C signer (awscrt, the one botocore uses when installed, ~4x cheaper than botocore's
 Python one) and take their credentials from the standard chain through aiobotocore, asking for
-them before each request: temporary credentials (IRSA web identity, an instance role, SSO) expire
-within hours, and botocore refreshes them only when asked, ahead of their expiry.
+them before each request: temporary credentials (IRSA web identity, an instance role, SSO, or
+aws.role_arn's, which sign the tables' calls) expire within hours, and botocore refreshes them
+only when asked, ahead of their expiry.
 """
 
 from __future__ import annotations
