@@ -10,16 +10,13 @@ signer (awscrt, the one botocore itself uses when installed). Rare calls stay on
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from streamsync.sigv4 import Signer, host_header
-
-if TYPE_CHECKING:
-    from aiobotocore.credentials import AioCredentials
+from streamsync.sigv4 import CredentialSource, Signer, host_header
 
 # Throttling and server-side failures: waiting and trying again is the fix.
 RETRYABLE_CODES = frozenset(
@@ -74,7 +71,7 @@ class AwsJsonClient:
         self,
         url: str,
         region: str,
-        credentials: AioCredentials | None,
+        credentials: CredentialSource | None,
         http: aiohttp.ClientSession,
     ) -> None:
         self._url = url

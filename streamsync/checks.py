@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
+from streamsync.assumerole import RoleRefused
 from streamsync.awsjson import AwsError
 from streamsync.config import Config, TableConfig
 from streamsync.engine import Engine
@@ -38,6 +39,9 @@ async def problems(engine: Engine) -> list[str]:
             stream = await engine.api.describe_table(table.table)
         except (NoCredentialsError, EndpointConnectionError) as error:
             found.append(_aws_unusable(engine.config, error))
+            break
+        except RoleRefused as error:  # aws.role_arn: no table can be read without it
+            found.append(str(error))
             break
         except AwsError as error:
             found.append(_table_problem(engine.config, position, table, error))
@@ -93,13 +97,18 @@ async def wait_out_passing_problems(
         return False
 
 
-def _aws_unusable(config: Config, error: Exception) -> str:
+def _aws_unusable(config: Config, error: NoCredentialsError | EndpointConnectionError) -> str:
     if isinstance(error, NoCredentialsError):
         return (
             "AWS: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "AWS_PROFILE, or run with an IAM role"
         )
     endpoint = config.aws.endpoint_url or f"the {config.aws.region} endpoint"
+    if config.aws.role_arn is not None:  # the role's credentials come first, from STS
+        return Passing(
+            f"AWS: cannot reach {error.kwargs.get('endpoint_url', 'STS or DynamoDB')}; check "
+            "aws.sts_endpoint_url, aws.endpoint_url and aws.region"
+        )
     return Passing(
         f"AWS: cannot reach DynamoDB at {endpoint}; check aws.endpoint_url and aws.region"
     )

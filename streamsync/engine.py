@@ -12,12 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from streamsync.assumerole import role_credentials, session_with
 from streamsync.awsjson import AwsJsonClient
 from streamsync.backfill import Backfill, Progress
 from streamsync.config import Config, TableConfig
@@ -36,6 +37,11 @@ from streamsync.sink.running import Lanes, running
 from streamsync.sink.tombstones import Tombstones
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import RecordTransformer, load_hook
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
+
+    from streamsync.sigv4 import CredentialSource
 
 log = logging.getLogger("streamsync")
 
@@ -133,15 +139,25 @@ async def open_engine(
     """Connects every client `config` names; they are closed when the generator is."""
     async with AsyncExitStack() as stack:
         aws = config.aws
+        # The worker's own identity keeps the lease table and signs for OpenSearch; the tables
+        # and their streams are read through aws.role_arn when set (streamsync.assumerole).
         session = get_session()
+        credentials = await session.get_credentials()
+        tables_session: AioSession = session
+        tables_credentials: CredentialSource | None = credentials
+        if aws.role_arn is not None:
+            role = role_credentials(session, aws, worker_id, AWS_CLIENT_CONFIG)
+            tables_session, tables_credentials = session_with(role), role
         kwargs: dict[str, Any] = {
             "region_name": aws.region,
             "endpoint_url": aws.endpoint_url,
             "config": AWS_CLIENT_CONFIG,
         }
-        dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **kwargs))
+        dynamodb = await stack.enter_async_context(
+            tables_session.create_client("dynamodb", **kwargs)
+        )
         streams = await stack.enter_async_context(
-            session.create_client("dynamodbstreams", **kwargs)
+            tables_session.create_client("dynamodbstreams", **kwargs)
         )
         http = await stack.enter_async_context(
             aiohttp.ClientSession(
@@ -151,7 +167,6 @@ async def open_engine(
                 connector=aiohttp.TCPConnector(limit=256),
             )
         )
-        credentials = await session.get_credentials()
         lease_table = AwsJsonClient(dynamodb.meta.endpoint_url, aws.region, credentials, http)
         search = connect(config, credentials)
         stack.push_async_callback(search.close)
@@ -164,7 +179,7 @@ async def open_engine(
             api=StreamsApi(
                 dynamodb,
                 streams,
-                AwsJsonClient(streams.meta.endpoint_url, aws.region, credentials, http),
+                AwsJsonClient(streams.meta.endpoint_url, aws.region, tables_credentials, http),
             ),
             search=search,
             leases=LeaseTable(lease_table, config.leases.table),

@@ -5,15 +5,16 @@ Two kinds of request are signed here: the hot DynamoDB calls (see streamsync.aws
 request to Amazon OpenSearch Service or OpenSearch Serverless. Both sign with the AWS Common
 Runtime's C signer (awscrt, the one botocore uses when installed, ~4x cheaper than botocore's
 Python one) and take their credentials from the standard chain through aiobotocore, asking for
-them before each request: temporary credentials (IRSA web identity, an instance role, SSO) expire
-within hours, and botocore refreshes them only when asked, ahead of their expiry.
+them before each request: temporary credentials (IRSA web identity, an instance role, SSO, or
+aws.role_arn's, which sign the tables' calls) expire within hours, and botocore refreshes them
+only when asked, ahead of their expiry.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from awscrt import auth as crt_auth
@@ -21,7 +22,14 @@ from awscrt import http as crt_http
 from yarl import URL
 
 if TYPE_CHECKING:
-    from aiobotocore.credentials import AioCredentials
+    from botocore.credentials import ReadOnlyCredentials
+
+
+class CredentialSource(Protocol):
+    """What signing needs of credentials: the keys of the moment. aiobotocore's static and
+    refreshable credentials both are one (the refreshable renew themselves when asked)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials: ...
 
 
 def host_header(url: str) -> str:
@@ -43,7 +51,7 @@ class Signer:
 
     def __init__(
         self,
-        credentials: AioCredentials,
+        credentials: CredentialSource,
         region: str,
         service: str,
         *,

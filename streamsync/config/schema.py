@@ -16,11 +16,14 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model
 from streamsync.config.clusters import ElasticsearchConfig, OpenSearchConfig
 from streamsync.config.values import (
     _AttributeName,
+    _ExternalId,
     _Hook,
     _HttpUrl,
     _IndexName,
     _ListenAddress,
+    _RoleArn,
     _Section,
+    _SessionName,
     _TableName,
 )
 
@@ -32,16 +35,41 @@ _Loc = tuple[int | str, ...]
 
 _STREAM_ARN = re.compile(r"arn:.*:table/(?P<table>[^/]+)/stream/.+")
 
+_ROLE_ONLY = ("external_id", "session_name", "duration_seconds", "sts_endpoint_url")
+
 
 class AwsConfig(_Section):
-    """Where the DynamoDB tables live.
+    """Where the DynamoDB tables live, and the role to read them through.
 
     Credentials are deliberately not configurable: they come from the standard AWS chain
-    (environment, profile, IRSA or instance role), which keeps them out of this file.
+    (environment, profile, IRSA or instance role), which keeps them out of this file. With
+    `role_arn`, those credentials only assume the role (tables in another account); the
+    role's temporary credentials then sign every call about the tables and their streams.
     """
 
     region: str = Field(min_length=1)
     endpoint_url: _HttpUrl | None = None
+    role_arn: _RoleArn | None = None
+    external_id: _ExternalId | None = None
+    """Sent with every AssumeRole, for a trust policy that requires it (sts:ExternalId)."""
+    session_name: _SessionName | None = None
+    """None: streamsync-<worker id>, so that the tables' account sees which worker called."""
+    duration_seconds: int = Field(default=3600, ge=1800, le=43200)
+    """How long each set of the role's credentials lasts. botocore renews them 15 minutes
+    before they expire, so anything shorter than 30 minutes would be renewed at every call."""
+    sts_endpoint_url: _HttpUrl | None = None
+    """None: the STS endpoint of `region`. Not `endpoint_url`: that is DynamoDB's (a VPC
+    endpoint, or a local stand-in), which need not serve STS."""
+
+    @model_validator(mode="after")
+    def _role_settings_need_a_role(self) -> AwsConfig:
+        given = [key for key in _ROLE_ONLY if key in self.model_fields_set]
+        if given and self.role_arn is None:
+            raise ValueError(
+                f"{', '.join(given)} without role_arn: these settings are used only to "
+                "assume a role; set aws.role_arn or remove them"
+            )
+        return self
 
 
 class LeasesConfig(_Section):

@@ -81,12 +81,46 @@ def _listen_address(value: str) -> str:
     return value
 
 
+_ROLE_ARN = re.compile(
+    r"arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
+)
+
+
+def _role_arn(value: str) -> str:
+    if not _ROLE_ARN.fullmatch(value):
+        raise ValueError(
+            "must be an IAM role ARN, like arn:aws:iam::123456789012:role/streamsync-reader"
+        )
+    return value
+
+
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+
+
+def _external_id(value: str) -> str:
+    if not _EXTERNAL_ID.fullmatch(value):
+        raise ValueError(
+            "must be 2 to 1224 letters, digits or _ + = , . @ : / - (what STS accepts)"
+        )
+    return value
+
+
+def _session_name(value: str) -> str:
+    if not _SESSION_NAME.fullmatch(value):
+        raise ValueError("must be 2 to 64 letters, digits or _ + = , . @ - (what STS accepts)")
+    return value
+
+
 _HttpUrl = Annotated[str, AfterValidator(_http_url)]
 _TableName = Annotated[str, AfterValidator(_table_name)]
 _IndexName = Annotated[str, AfterValidator(_index_name)]
 _Hook = Annotated[str, AfterValidator(_hook)]
 _AttributeName = Annotated[str, Field(min_length=1)]
 _ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+_RoleArn = Annotated[str, AfterValidator(_role_arn)]
+_ExternalId = Annotated[str, AfterValidator(_external_id)]
+_SessionName = Annotated[str, AfterValidator(_session_name)]
 
 
 class _Section(BaseModel):

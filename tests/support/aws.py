@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -22,21 +22,49 @@ class Clients:
     streams: Any
 
 
+class Keys(NamedTuple):
+    access_key: str
+    secret_key: str
+    token: str
+
+
 @asynccontextmanager
-async def clients(endpoint_url: str, config: AioConfig = NO_RETRIES) -> AsyncIterator[Clients]:
+async def clients(
+    endpoint_url: str, config: AioConfig = NO_RETRIES, keys: Keys | None = None
+) -> AsyncIterator[Clients]:
+    """`keys`: to sign with, instead of the environment's credentials."""
     session = get_session()
+    access_key, secret_key, token = keys or (None, None, None)
     async with AsyncExitStack() as stack:
-        ddb = await stack.enter_async_context(
-            session.create_client(
-                "dynamodb", region_name=REGION, endpoint_url=endpoint_url, config=config
+        ddb, streams = [
+            await stack.enter_async_context(
+                session.create_client(
+                    service,
+                    region_name=REGION,
+                    endpoint_url=endpoint_url,
+                    config=config,
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    aws_session_token=token,
+                )
             )
-        )
-        streams = await stack.enter_async_context(
-            session.create_client(
-                "dynamodbstreams", region_name=REGION, endpoint_url=endpoint_url, config=config
-            )
-        )
+            for service in ("dynamodb", "dynamodbstreams")
+        ]
         yield Clients(ddb, streams)
+
+
+@asynccontextmanager
+async def clients_of_role(endpoint_url: str, role_arn: str) -> AsyncIterator[tuple[Clients, str]]:
+    """Clients signing with `role_arn`'s credentials from moto's STS (moto serves them the
+    role's account: its tables are not the default account's), and their access key."""
+    async with get_session().create_client(
+        "sts", region_name=REGION, endpoint_url=endpoint_url
+    ) as sts:
+        answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName="test-setup")
+    issued = answer["Credentials"]
+    keys = Keys(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
+    async with clients(endpoint_url, keys=keys) as theirs:
+        yield theirs, keys.access_key
 
 
 def unique_name(prefix: str) -> str:

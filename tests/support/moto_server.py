@@ -1,5 +1,8 @@
 """moto's DynamoDB + Streams server, in-process on 127.0.0.1, serialized and fault-injecting.
 
+It serves every service moto has at the same endpoint, STS included (AssumeRole answers with keys
+moto then maps to the role's account, so a role in another account reads that account's tables).
+
 In-process (not a `moto_server` subprocess) because tests reach into moto's backend to split shards,
 trim and expire iterators (`streams_sim`). Every request runs under one lock: moto serves requests
 in threads and takes no lock of its own, so concurrent conditional writes (lease contention) are
@@ -25,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
@@ -41,13 +46,14 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 _ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
 class Request:
-    action: str  # e.g. "GetRecords" or "PutItem"
+    action: str  # e.g. "GetRecords", "PutItem" or "AssumeRole"
     table: str | None
-    body: dict[str, Any]
+    body: dict[str, Any]  # JSON body, or form fields (STS)
     access_key: str | None  # who sent it (processes can be told apart by their keys)
     time: float  # time.monotonic() when it arrived
 
@@ -91,6 +97,33 @@ def _table_of(body: dict[str, Any]) -> str | None:
     if isinstance(items, dict) and len(items) == 1:
         return str(next(iter(items)))
     return None
+
+
+def _body_of(raw: bytes, query_protocol: bool) -> dict[str, Any]:
+    """A request's parameters: its JSON body (DynamoDB, Streams), or its form (STS, whose
+    query protocol names the action in the form's Action)."""
+    if query_protocol:
+        return dict(parse_qsl(raw.decode()))
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_answer(fault: Fault, query_protocol: bool) -> tuple[str, bytes]:
+    """The refusal `fault` stands for, in the protocol the request came in."""
+    assert fault.code is not None
+    if not query_protocol:
+        return "application/x-amz-json-1.0", json.dumps(
+            {"__type": fault.code, "message": fault.message}
+        ).encode()
+    xml = (
+        "<ErrorResponse><Error><Type>Sender</Type>"
+        f"<Code>{escape(fault.code)}</Code><Message>{escape(fault.message)}</Message>"
+        "</Error><RequestId>injected</RequestId></ErrorResponse>"
+    )
+    return "text/xml", xml.encode()
 
 
 def _item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -169,15 +202,12 @@ class FaultInjector:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length) if length else b""
             environ["wsgi.input"] = io.BytesIO(raw)
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                body = {}
-            if not isinstance(body, dict):
-                body = {}
+            query_protocol = environ.get("CONTENT_TYPE", "").startswith(FORM)
+            body = _body_of(raw, query_protocol)
             key = _ACCESS_KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
             request = Request(
-                action=environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2],
+                action=environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+                or str(body.get("Action", "")),
                 table=_table_of(body),
                 body=body,
                 access_key=key.group(1) if key else None,
@@ -187,13 +217,10 @@ class FaultInjector:
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
             if fault is not None and fault.code is not None:
-                payload = json.dumps({"__type": fault.code, "message": fault.message}).encode()
+                content_type, payload = _error_answer(fault, query_protocol)
                 start_response(
                     f"{fault.status} {HTTPStatus(fault.status).phrase}",
-                    [
-                        ("Content-Type", "application/x-amz-json-1.0"),
-                        ("Content-Length", str(len(payload))),
-                    ],
+                    [("Content-Type", content_type), ("Content-Length", str(len(payload)))],
                 )
                 return [payload]
             with lock:
@@ -262,7 +289,8 @@ class StreamsServer:
         hundreds of thousands of objects over a suite run, and moto, which serves from that
         process, answered ever slower under its garbage collections."""
         with self._lock:
-            dynamodb_backends["123456789012"]["us-east-1"].tables.clear()
+            for account in list(dynamodb_backends):  # tables in other accounts (roles) too
+                dynamodb_backends[account]["us-east-1"].tables.clear()
             streams_sim.forget_iterators()
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ BASE: dict[str, Any] = {
 }
 
 SECRET = "s3cr3t-Zq9-DO-NOT-PRINT"
+ROLE = "arn:aws:iam::210987654321:role/streamsync-reader"
 
 TABLE_KEYS = (
     "table, index, stream_arn, start_position, include_fields, exclude_fields, index_settings, "
@@ -137,6 +138,47 @@ def test_every_optional_setting_can_be_given() -> None:
     assert table.include_fields == ["id", "total"]
     assert table.index_mappings == {"properties": {"total": {"type": "double"}}}
     assert table.transform == "my_hooks.orders:to_document"
+
+
+def test_a_role_to_read_the_tables_through_can_be_given() -> None:
+    aws = parse(
+        config_with(
+            "aws",
+            {
+                "role_arn": "arn:aws-cn:iam::210987654321:role/teams/orders/streamsync-reader",
+                "external_id": "orders:ext/7",
+                "session_name": "streamsync@eu-1",
+                "duration_seconds": 43200,
+                "sts_endpoint_url": "https://sts.eu-west-1.amazonaws.com",
+            },
+        )
+    ).aws
+
+    assert aws.role_arn == "arn:aws-cn:iam::210987654321:role/teams/orders/streamsync-reader"
+    assert (aws.external_id, aws.session_name) == ("orders:ext/7", "streamsync@eu-1")
+    assert aws.duration_seconds == 43200
+    assert aws.sts_endpoint_url == "https://sts.eu-west-1.amazonaws.com"
+
+
+def test_without_a_role_the_tables_are_read_with_the_workers_own_credentials() -> None:
+    aws = parse(yaml.safe_dump(BASE)).aws
+
+    assert (aws.role_arn, aws.external_id, aws.session_name, aws.sts_endpoint_url) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert aws.duration_seconds == 3600
+
+
+def test_role_settings_without_a_role_are_refused() -> None:
+    text = config_with("aws", {"external_id": "ext-7", "sts_endpoint_url": "http://sts:1"})
+
+    assert problems(text) == [
+        "tables.yaml: aws: external_id, sts_endpoint_url without role_arn: these settings are "
+        "used only to assume a role; set aws.role_arn or remove them"
+    ]
 
 
 def test_the_configuration_is_immutable() -> None:
@@ -275,6 +317,49 @@ def test_missing_sections_are_required() -> None:
         ),
         ("leases", {"worker_id": ""}, "leases.worker_id: must not be empty (got '')"),
         ("aws", {"region": ""}, "aws.region: must not be empty (got '')"),
+        (
+            "aws",
+            {"role_arn": "arn:aws:iam::12345:role/reader"},
+            "aws.role_arn: must be an IAM role ARN, like "
+            "arn:aws:iam::123456789012:role/streamsync-reader "
+            "(got 'arn:aws:iam::12345:role/reader')",
+        ),
+        (
+            "aws",
+            {"role_arn": "arn:aws:iam::123456789012:user/reader"},
+            "aws.role_arn: must be an IAM role ARN, like "
+            "arn:aws:iam::123456789012:role/streamsync-reader "
+            "(got 'arn:aws:iam::123456789012:user/reader')",
+        ),
+        (
+            "aws",
+            {"role_arn": ROLE, "duration_seconds": 900},
+            "aws.duration_seconds: must be between 1800 and 43200 (got 900)",
+        ),
+        (
+            "aws",
+            {"role_arn": ROLE, "session_name": "orders reader"},
+            "aws.session_name: must be 2 to 64 letters, digits or _ + = , . @ - (what STS "
+            "accepts) (got 'orders reader')",
+        ),
+        (
+            "aws",
+            {"role_arn": ROLE, "session_name": "x" * 65},
+            "aws.session_name: must be 2 to 64 letters, digits or _ + = , . @ - (what STS "
+            f"accepts) (got '{'x' * 65}')",
+        ),
+        (
+            "aws",
+            {"role_arn": ROLE, "external_id": "ext#1"},
+            "aws.external_id: must be 2 to 1224 letters, digits or _ + = , . @ : / - (what STS "
+            "accepts) (got 'ext#1')",
+        ),
+        (
+            "aws",
+            {"role_arn": ROLE, "sts_endpoint_url": "sts.local"},
+            "aws.sts_endpoint_url: must be an http:// or https:// URL, like "
+            "http://127.0.0.1:9200 (got 'sts.local')",
+        ),
         (
             "aws",
             {"endpoint_url": "localhost:5000"},
