@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 RANGES = {
@@ -98,9 +98,7 @@ class Findings:
             seen.add(path)
             known = self.clashes.get((rules.index, path))
             if known is None:
-                self.clashes[(rules.index, path)] = Clash(
-                    rules.index, path, reason, strict, doc_id
-                )
+                self.clashes[(rules.index, path)] = Clash(rules.index, path, reason, strict, doc_id)
             else:
                 known.count += 1
 

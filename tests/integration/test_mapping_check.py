@@ -92,13 +92,13 @@ async def test_the_check_refuses_what_the_node_refuses(
     await probe.create_index(index_name, {"mappings": mappings, "settings": settings})
     rules = rules_of(index_name, mappings, settings)
     refused = await probe.bulk_index(index_name, [{"f": value} for value in values])
-    disagreements = [
-        (value, error and error["reason"][:160], reported)
-        for value, error in zip(values, refused, strict=True)
-        if (reported := list(document_clashes(rules, {"f": value})))
-        and error is None
-        or (error is not None and not reported and judged(value))
-    ]
+    disagreements = []
+    for value, error in zip(values, refused, strict=True):
+        reported = list(document_clashes(rules, {"f": value}))
+        taken_yet_reported = reported and error is None
+        refused_unreported = error is not None and not reported and judged(value)
+        if taken_yet_reported or refused_unreported:
+            disagreements.append((value, error and error["reason"][:160], reported))
     assert disagreements == []
     assert any(refused), "no value was refused: the case proves nothing"
 
@@ -148,8 +148,7 @@ async def test_strict_objects_refuse_what_the_check_reports(
     rules = rules_of(index_name, mappings, {})
     refused = await probe.bulk_index(index_name, STRICT_DOCUMENTS)
     verdicts = [
-        (document, bool(list(document_clashes(rules, document))))
-        for document in STRICT_DOCUMENTS
+        (document, bool(list(document_clashes(rules, document)))) for document in STRICT_DOCUMENTS
     ]
     assert verdicts == [
         (document, error is not None)

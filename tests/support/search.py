@@ -112,10 +112,13 @@ class Probe:
 
     async def bulk_index(self, index: str, documents: list[Any]) -> list[dict[str, Any] | None]:
         """Indexes each document with one `_bulk` request; the error of each (None: taken)."""
-        lines = [orjson.dumps({"index": {"_index": index}}) + b"\n" + orjson.dumps(document)
-                 for document in documents]
+        lines = [
+            orjson.dumps({"index": {"_index": index}}) + b"\n" + orjson.dumps(document)
+            for document in documents
+        ]
         async with self._http.post(
-            "/_bulk", data=b"\n".join(lines) + b"\n",
+            "/_bulk",
+            data=b"\n".join(lines) + b"\n",
             headers={"Content-Type": "application/x-ndjson"},
         ) as response:
             answer = orjson.loads(await response.read())
