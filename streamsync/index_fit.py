@@ -11,19 +11,24 @@ another kind, not the mapping's). A clean sample is no proof: rarer shapes may s
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from streamsync.awsjson import AwsError
 from streamsync.config import TableConfig
 from streamsync.engine import Engine
 from streamsync.sink.cluster import written_rules
+from streamsync.sink.engine import SearchError
 from streamsync.sink.mapping_check import Clash, clashes
 from streamsync.source.client import TableStream
 from streamsync.transform.actions import Hook, RecordTransformer, TransformError
 from streamsync.transform.records import scanned_record
+
+log = logging.getLogger("streamsync")
 
 SAMPLE_ITEMS = 100
 SOURCE = "validate"  # the "shard" of sampled items, should a hook look
@@ -40,11 +45,23 @@ class Sampled:
 
 
 async def misfits(engine: Engine, tables: list[Sampled]) -> list[str]:
-    """One line per field of a table's sampled items that its existing index would refuse."""
+    """One line per field of a table's sampled items that its existing index would refuse. A
+    sample that cannot be read (no dynamodb:Scan, a mapping the cluster does not show) is a
+    warning: `run` needs neither, so it is no reason to fail `validate`."""
     found: list[str] = []
     for table in tables:
-        if await engine.search.index_exists(table.config.index):
-            found.extend(await _table_misfits(engine, table))
+        try:
+            if await engine.search.index_exists(table.config.index):
+                found.extend(await _table_misfits(engine, table))
+        except (AwsError, SearchError) as error:
+            log.warning(
+                "items not checked against the index",
+                extra={
+                    "table": table.config.table,
+                    "index": table.config.index,
+                    "error": str(error),
+                },
+            )
     return found
 
 

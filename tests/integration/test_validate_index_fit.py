@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tests.support import aws
+from tests.support.moto_server import StreamsServer
 from tests.support.pipeline import STREAMSYNC, config_document
 from tests.support.search import Probe, Target
 
@@ -137,3 +138,24 @@ async def test_an_alias_is_judged_by_its_write_index(
         0,
         [],
     )
+
+
+async def test_a_sample_that_cannot_be_read_is_a_warning_not_a_problem(
+    clients: aws.Clients, streams_server: StreamsServer, moto_endpoint: str, target: Target,
+    probe: Probe, index_name: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """`run` needs no dynamodb:Scan: a role without it still passes `validate`, told that its
+    items were not checked."""
+    table = aws.unique_name("fit")
+    await aws.create_stream_table(clients.dynamodb, table)
+    await fill(clients, table)
+    await probe.create_index(index_name, {"mappings": STRICT_WITH_NUMERIC_KEY})
+    streams_server.faults.inject("Scan", "AccessDeniedException", table=table)
+
+    status, lines = validate(tmp_path, moto_endpoint, target, table, index_name)
+
+    assert status == 0
+    [warning] = lines
+    assert "items not checked against the index" in warning
+    assert table in warning
+    assert "AccessDeniedException" in warning
