@@ -5,15 +5,17 @@ not fit: `dynamic: strict` without a field the items hold, or a field mapped as 
 the items hold words. Every such item becomes a dead letter once streaming starts, so `validate`
 compares the mapping with a sample of documents made by the table's own transform.
 
-The verdicts follow what Elasticsearch 8 does (each rule is checked against a real node in
-tests/integration/test_mapping_check.py), and are kept to cases judged exactly: a value the rules
-cannot settle (a date string in some other shape, a field type not listed here, a name holding a
-dot) is never reported, so a reported clash is always a real refusal.
+The verdicts follow what Elasticsearch 8 and OpenSearch 2 and 3 do (each rule is checked against
+real nodes in tests/integration/test_mapping_check.py), and are kept to cases judged exactly and
+alike on every engine: a value the rules cannot settle (a date string in some other shape, a
+field type not listed here, a name holding a dot) is never reported, so a reported clash is
+always a real refusal.
 
 - `dynamic: strict` (at the root, or inherited by an object) refuses any field not in the
-  mapping, even null or empty. `false` and `runtime` refuse nothing.
-- An object (or a list holding one) is refused by a keyword, text, number, date or boolean field,
-  even with `ignore_malformed`; any value but null (or a list of them) by an object or nested one.
+  mapping, even null or empty (but for a null in an object that inherits strict, which
+  OpenSearch takes). `false` and `runtime` refuse nothing.
+- An object (or a list holding one) is refused by a keyword, text, number, date or boolean field;
+  any value but null (or a list of them) by an object or nested one.
 - Numbers: a boolean is refused; a string only when the JVM's number parser refuses it (with
   `coerce`, the default, "12", "1e3" and "" go in; without it, any string); integer types refuse
   values out of their range, and fractions without `coerce`; float and half_float refuse what
@@ -21,7 +23,8 @@ dot) is never reported, so a reported clash is always a real refusal.
 - boolean takes only true, false, "true", "false" and "".
 - date takes booleans never, and a string only if it holds a digit (a string with digits in a
   shape not judged here is not reported).
-- `ignore_malformed` (on the field or the index) lets every scalar in.
+- `ignore_malformed` (on the field or the index) lets every value in on OpenSearch, every scalar
+  on Elasticsearch: such a field is not judged.
 """
 
 from __future__ import annotations
@@ -115,14 +118,17 @@ def _object_clashes(
     dynamic: str,
     document: Mapping[str, Any],
     prefix: str,
+    inherited: bool = False,
 ) -> Iterator[tuple[str, str, bool]]:
+    """`inherited`: the object has no `dynamic` of its own (OpenSearch then takes a null for a
+    field it lacks, even under a strict parent; Elasticsearch does not: it is not judged)."""
     for name, value in document.items():
         if "." in name:  # a path to Elasticsearch: not judged here
             continue
         path = prefix + name
         mapped = properties.get(name)
         if mapped is None:
-            if dynamic == "strict":
+            if dynamic == "strict" and not (inherited and value is None):
                 yield path, "is not in the mapping, which is dynamic: strict", True
             continue
         yield from _field_clashes(rules, mapped, dynamic, value, path)
@@ -136,10 +142,11 @@ def _field_clashes(
         if mapped.get("enabled") is False or mapped.get("subobjects") is False:
             return
         inner = str(mapped.get("dynamic", dynamic)).lower()
+        inherited = "dynamic" not in mapped
         for element in _elements(value):
             if isinstance(element, dict):
                 properties = mapped.get("properties") or {}
-                yield from _object_clashes(rules, properties, inner, element, path + ".")
+                yield from _object_clashes(rules, properties, inner, element, path + ".", inherited)
             elif element is not None:
                 yield path, f"is mapped as {kind} but holds {_shown(element)}", False
                 return
@@ -171,11 +178,11 @@ def _shown(value: Any) -> str:
 
 def _scalar_refusal(rules: Rules, mapped: Mapping[str, Any], kind: str, value: Any) -> str | None:
     """Why a field of type `kind` refuses `value` (None: it takes it, or it is not judged)."""
+    if _flag(mapped.get("ignore_malformed", rules.ignore_malformed)):
+        return None  # OpenSearch lets even objects in then; Elasticsearch does not
     if isinstance(value, dict):
         return "an object"
     if value is None or kind in STRINGS:
-        return None
-    if mapped.get("ignore_malformed", rules.ignore_malformed):
         return None
     if kind == "boolean":
         taken = isinstance(value, bool) or (isinstance(value, str) and value in _BOOLEAN_TEXT)
