@@ -1,7 +1,7 @@
 """`streamsync validate` against an index that already exists (issue 16, item 7): a sample of the
 table's items, made into documents by the table's transform, is held against the index's
 mapping, and each field the index would refuse is one line, before any item becomes a dead
-letter. The `validate` process, moto's table and the real node."""
+letter. The `validate` process, moto's table and the real nodes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from tests.support import aws
 from tests.support.moto_server import StreamsServer
 from tests.support.pipeline import STREAMSYNC, config_document
-from tests.support.search import Probe, Target
+from tests.support.search import Probe, Target, every_engine
 
 ITEMS = 12  # every one holds pk (text) and n; the first three hold `extra` too
 
@@ -93,6 +93,7 @@ async def test_validate_accepts_an_index_the_transformed_items_fit(
     assert (status, lines) == (0, [])
 
 
+@every_engine
 async def test_an_alias_is_judged_by_its_write_index(
     clients: aws.Clients, moto_endpoint: str, target: Target, probe: Probe, index_name: str,
     tmp_path: Path,
