@@ -6,7 +6,8 @@ dead letter, and with a strict mapping or a key field of the wrong type that is 
 makes them into documents with the table's own transform, and reports each field the index's
 mapping would refuse (streamsync.sink.mapping_check) once, with how many sampled items hold it
 and one of their ids. An item the transform fails on is left out (that is a dead letter of
-another kind, not the mapping's), and so are documents a hook sends to another index. A clean sample is no proof: rarer shapes may still be refused.
+another kind, not the mapping's), and so are documents a hook sends to another index. A clean
+sample is no proof: rarer shapes may still be refused.
 """
 
 from __future__ import annotations
