@@ -25,7 +25,7 @@ RULES = Rules("people", MAPPINGS)
 
 
 def test_each_field_is_reported_once_with_its_count_and_first_example() -> None:
-    documents = [
+    documents: list[tuple[str, dict[str, Any]]] = [
         ("a", {"pk": 1, "name": "x", "nick": "y", "address": {"city": "c", "zip": "no"}}),
         ("b", {"pk": "b", "nick": "z", "address": {"street": "s"}}),
         ("c", {"pk": "c", "nick": None}),
