@@ -4,7 +4,8 @@
 signal handlers and touches no global state (metrics live in its own registry unless the host
 passes one), so it can run inside an existing service beside its other tasks; the command line
 adds the signal handling. Before anything is written, `check()` verifies every table, stream and
-the cluster, and `run()` refuses to start with one line per problem.
+the cluster (and holds a sample of each table's items against its existing index's mapping), and
+`run()` refuses to start with one line per problem.
 
 This is the composition root: entering builds the engine's parts once (streamsync.engine), and
 each command is a function of them (streamsync.checks, streamsync.commands, streamsync.streaming).
@@ -119,8 +120,10 @@ class StreamSync:
         self._stopping.set()
 
     async def check(self) -> list[str]:
-        """Every problem that would stop `run()`, one line each; nothing is written."""
-        return await checks.problems(self._entered)
+        """Every problem that would stop `run()`, and every field of a sample of a table's items
+        that its existing index would refuse (dead letters, once running), one line each;
+        nothing is written."""
+        return await checks.problems(self._entered, sample_items=True)
 
     async def run(self) -> None:
         """Refuses to start, one line per problem, when the configuration, a table or the

@@ -19,6 +19,7 @@ from streamsync.awsjson import AwsError
 from streamsync.config import Config, TableConfig
 from streamsync.engine import Engine
 from streamsync.errors import Passing, StreamsyncError
+from streamsync.index_fit import Sampled, misfits
 from streamsync.leases.model import Lease, other_target, target_changed
 from streamsync.sink.cluster import cluster_problems
 from streamsync.source.client import TableStream
@@ -30,10 +31,14 @@ MAX_WAIT_SECONDS = 30.0
 log = logging.getLogger("streamsync")
 
 
-async def problems(engine: Engine) -> list[str]:
-    """Every problem that would stop `run()`, one line each; nothing is written."""
+async def problems(engine: Engine, *, sample_items: bool = False) -> list[str]:
+    """Every problem that would stop `run()`, one line each; nothing is written. With
+    `sample_items` (validate), also each field of a sample of a table's items that its existing
+    index would refuse (streamsync.index_fit): `run()` would not stop for those, it would turn
+    them into dead letters."""
     found: list[str] = []
     leases: list[Lease] | None = None  # read once, when a table's stream is known
+    usable: list[Sampled] = []
     for position, table in enumerate(engine.config.tables):
         try:
             stream = await engine.api.describe_table(table.table)
@@ -50,12 +55,17 @@ async def problems(engine: Engine) -> list[str]:
         if leases is None:
             leases = await _existing_leases(engine)
         found.extend(_target_problems(engine, position, table, stream, leases))
-        if table.transform is not None:
-            try:
-                load_hook(table.transform, f"tables[{position}].transform")
-            except StreamsyncError as error:
-                found.append(str(error))
-    found.extend(await cluster_problems(engine.search, engine.config))
+        try:
+            where = f"tables[{position}].transform"
+            hook = load_hook(table.transform, where) if table.transform is not None else None
+        except StreamsyncError as error:
+            found.append(str(error))
+            continue
+        usable.append(Sampled(position, table, stream, hook))
+    cluster = await cluster_problems(engine.search, engine.config)
+    found.extend(cluster)
+    if sample_items and not cluster:
+        found.extend(await misfits(engine, usable))
     return found
 
 

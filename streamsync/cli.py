@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in (
         ("run", "stream changes from the configured tables into Elasticsearch until stopped"),
-        ("validate", "check the configuration, the tables, their streams and the cluster"),
+        (
+            "validate",
+            "check the configuration, the tables, their streams, the cluster and whether a "
+            "sample of each table's items fits its existing index",
+        ),
     ):
         _common(commands.add_parser(name, help=summary, description=summary))
     summary = "index the items the tables already hold (parallel Scan), resumable"

@@ -53,5 +53,5 @@ def configure_logging(style: Literal["json", "text"], level: str = "INFO") -> No
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Dependencies log every request at INFO; keep them for warnings and worse.
-    for noisy in ("elastic_transport", "botocore", "aiobotocore", "urllib3"):
+    for noisy in ("elastic_transport", "opensearch", "botocore", "aiobotocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

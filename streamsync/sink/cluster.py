@@ -11,7 +11,15 @@ from streamsync.config import Config, ElasticsearchConfig, TableConfig
 from streamsync.errors import Passing, StreamsyncError
 from streamsync.sink.deadletter import INDEX_MAPPINGS as DEAD_LETTER_MAPPINGS
 from streamsync.sink.elasticsearch import ElasticsearchEngine
-from streamsync.sink.engine import Refused, SearchEngine, SearchError, Unreachable, WrongProduct
+from streamsync.sink.engine import (
+    Refused,
+    SearchEngine,
+    SearchError,
+    Unreachable,
+    WrongProduct,
+    path_of,
+)
+from streamsync.sink.mapping_check import Rules
 from streamsync.sink.opensearch import OpenSearchEngine
 from streamsync.sink.tombstones import PREFIX as TOMBSTONES_PREFIX
 
@@ -153,3 +161,31 @@ async def ensure_index(engine: SearchEngine, table: TableConfig) -> bool:
             f"index {table.index}: cannot create it ({error.type}: {error.reason}); check "
             "index_settings/index_mappings of that table, or create the index yourself"
         ) from error
+
+
+async def written_rules(engine: SearchEngine, target: str) -> list[Rules]:
+    """The mapping and index-wide settings of the index that writes to `target` go to: the index
+    itself, or an alias's write index (every index behind an alias that names none)."""
+    mappings = await engine.request("GET", path_of(target, "_mapping"))
+    indices = sorted(mappings)
+    if len(indices) > 1:
+        aliases = await engine.request("GET", path_of("_alias", target))
+        writing = [
+            index
+            for index in indices
+            if aliases.get(index, {}).get("aliases", {}).get(target, {}).get("is_write_index")
+        ]
+        indices = writing or indices
+    settings = await engine.request("GET", path_of(target, "_settings"), {"flat_settings": "true"})
+    rules = []
+    for index in indices:
+        flat = settings.get(index, {}).get("settings", {})
+        rules.append(
+            Rules(
+                index,
+                mappings[index].get("mappings", {}),
+                coerce=str(flat.get("index.mapping.coerce", "true")) == "true",
+                ignore_malformed=str(flat.get("index.mapping.ignore_malformed")) == "true",
+            )
+        )
+    return rules

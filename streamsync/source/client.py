@@ -135,6 +135,13 @@ class StreamsApi:
         return list(page.get("Items", [])), page.get("LastEvaluatedKey")
 
     @_aws_errors
+    async def sample_items(self, table: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items from the table's first Scan page (eventually consistent: a
+        sample, read once)."""
+        page = await self._dynamodb.scan(TableName=table, Limit=limit)
+        return list(page.get("Items", []))
+
+    @_aws_errors
     async def existing_keys(self, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Those of up to 100 keys that the table holds (BatchGetItem, keys only)."""
         names = sorted({name for key in keys for name in key})

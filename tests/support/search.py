@@ -110,6 +110,20 @@ class Probe:
     async def refresh(self, index: str) -> None:
         await self.request("POST", f"/{index}/_refresh", ok=(404,))
 
+    async def bulk_index(self, index: str, documents: list[Any]) -> list[dict[str, Any] | None]:
+        """Indexes each document with one `_bulk` request; the error of each (None: taken)."""
+        lines = [
+            orjson.dumps({"index": {"_index": index}}) + b"\n" + orjson.dumps(document)
+            for document in documents
+        ]
+        async with self._http.post(
+            "/_bulk",
+            data=b"\n".join(lines) + b"\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        ) as response:
+            answer = orjson.loads(await response.read())
+        return [item["index"].get("error") for item in answer["items"]]
+
     async def exists(self, index: str) -> bool:
         try:
             await self.request("HEAD", f"/{index}")

@@ -37,6 +37,7 @@ LEVELS: dict[str, int] = {
             "verify",
             "replay",
             "checks",
+            "index_fit",
             "engine",
             "streaming",
             "commands",
