@@ -12,7 +12,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "streamsync"
 
 LEVELS: dict[str, int] = {
     **dict.fromkeys(
-        ("errors", "config", "observability", "awsjson", "sigv4", "retry", "supervise", "clock"), 0
+        (
+            "errors",
+            "config",
+            "observability",
+            "awsjson",
+            "sigv4",
+            "retry",
+            "supervise",
+            "clock",
+            "terminal",
+        ),
+        0,
     ),
     "transform": 1,
     "leases": 2,
@@ -25,6 +36,7 @@ LEVELS: dict[str, int] = {
             "backfill",
             "verify",
             "replay",
+            "deadletters",
             "checks",
             "engine",
             "streaming",
