@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from streamsync.config import DeadLettersConfig
-from streamsync.sink.deadletter import DeadLetter
+from streamsync.sink.deadletter import DeadLetter, locked
 from streamsync.sink.engine import SearchEngine
 
 log = logging.getLogger("streamsync.deadletters")
@@ -84,12 +84,14 @@ async def remove(
 
 
 def _rewrite_without(path: Path, numbers: set[int]) -> None:
-    """Keeps the other lines, replacing the file atomically."""
-    kept = [
-        line
-        for number, line in enumerate(path.read_bytes().splitlines())
-        if line.strip() and number not in numbers
-    ]
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_bytes(b"".join(line + b"\n" for line in kept))
-    os.replace(partial, path)
+    """Keeps the other lines, replacing the file atomically; letters appended meanwhile wait
+    for it (`locked`), then go to the new file."""
+    with locked(path):
+        kept = [
+            line
+            for number, line in enumerate(path.read_bytes().splitlines())
+            if line.strip() and number not in numbers
+        ]
+        partial = path.with_suffix(path.suffix + ".partial")
+        partial.write_bytes(b"".join(line + b"\n" for line in kept))
+        os.replace(partial, path)
