@@ -315,5 +315,6 @@ async def test_a_letter_appended_while_the_file_is_rewritten_is_kept(tmp_path: P
         rewrite = asyncio.create_task(asyncio.to_thread(_rewrite_without, path, {0}))
         await asyncio.sleep(1)  # the rewrite, were it not waiting, is done by now
         appending.write(b'{"n": 3}\n')
+        appending.flush()  # before the lock is released, as DeadLetters does
     await rewrite
     assert path.read_bytes() == b'{"n": 2}\n{"n": 3}\n'
