@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary = "re-drive dead letters through the current transforms, once their cause is fixed"
     replay = _common(dlq.add_parser("replay", help=summary, description=summary))
-    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed")
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read each item and run the transform; index nothing, remove nothing",
+    )
     replay.add_argument(
         "--keep-superseded",
         action="store_true",
