@@ -23,14 +23,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from streamsync import checks, commands
+from streamsync import checks, commands, deadletters
 from streamsync.config import Config
 from streamsync.coordinator import Coordinator
+from streamsync.deadletters import Listed
 from streamsync.engine import Engine, open_engine
 from streamsync.observability.http import HealthServer, serving
 from streamsync.observability.metrics import Metrics
 from streamsync.reindex import ReindexReport, reindex
 from streamsync.replay import ReplayReport
+from streamsync.sink.letterfilter import LetterFilter
 from streamsync.streaming import Streaming
 from streamsync.verify import VerifyReport
 
@@ -167,7 +169,29 @@ class StreamSync:
         before the alias moves."""
         return await reindex(self._entered, table, new_index)
 
-    async def replay_dead_letters(self, dry_run: bool) -> ReplayReport:
+    async def replay_dead_letters(
+        self, dry_run: bool, keep_superseded: bool = False
+    ) -> ReplayReport:
         """Re-drives the stored dead letters: each letter's item, as the table holds it now,
-        through the table's current transform (see streamsync.replay)."""
-        return await commands.replay(self._entered, dry_run)
+        through the table's current transform (see streamsync.replay). Letters a newer change
+        superseded are reported apart, and removed unless `keep_superseded`."""
+        return await commands.replay(self._entered, dry_run, keep_superseded)
+
+    async def dead_letters(
+        self, names: list[str] | None = None, letters_filter: LetterFilter | None = None
+    ) -> list[Listed]:
+        """The stored dead letters `names` (ids, or unique beginnings of ids) and the filter
+        choose (none: all), each with its copies and whether it is superseded."""
+        return await deadletters.chosen(
+            self._entered, names or [], letters_filter or LetterFilter()
+        )
+
+    async def dead_letter(self, name: str) -> Listed:
+        """The one letter `name` (an id, or the unique beginning of one) names."""
+        return await deadletters.show(self._entered, name)
+
+    async def delete_dead_letters(
+        self, names: list[str], letters_filter: LetterFilter
+    ) -> list[Listed]:
+        """Deletes every copy of each letter chosen (as by `dead_letters`); returns them."""
+        return await deadletters.delete(self._entered, names, letters_filter)

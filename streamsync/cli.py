@@ -1,4 +1,4 @@
-"""Command line: `streamsync run | validate | backfill | verify | reindex | status | dlq replay
+"""Command line: `streamsync run | validate | backfill | verify | reindex | status | dlq ...
 --config tables.yaml`.
 
 Every failure a user can fix ends as one line per problem on stderr and a non-zero exit status
@@ -14,16 +14,19 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from streamsync import __version__
 from streamsync.app import StreamSync
 from streamsync.config import Config, load_config
+from streamsync.deadletters import render_deleted, render_letter, render_list
 from streamsync.errors import ConfigError, StreamsyncError
 from streamsync.observability.logs import configure_logging
 from streamsync.reindex import ReindexReport
 from streamsync.replay import ReplayReport
+from streamsync.sink.letterfilter import LetterFilter, parse_duration
 from streamsync.status import render as render_status
 from streamsync.verify import VerifyReport
 
@@ -31,6 +34,8 @@ log = logging.getLogger("streamsync")
 
 EXIT_PROBLEMS = 1
 EXIT_CONFIG = 2
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +86,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary = "re-drive dead letters through the current transforms, once their cause is fixed"
     replay = _common(dlq.add_parser("replay", help=summary, description=summary))
-    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed")
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read each item and run the transform; index nothing, remove nothing",
+    )
+    replay.add_argument(
+        "--keep-superseded",
+        action="store_true",
+        help="leave the letters a newer indexed version superseded (default: remove them)",
+    )
+    summary = "one line per dead letter: id, table, document, age, reason, superseded"
+    listing = _letter_filters(_common(dlq.add_parser("list", help=summary, description=summary)))
+    listing.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    summary = "one dead letter in full: where it came from, its error and its record"
+    show = _common(dlq.add_parser("show", help=summary, description=summary))
+    show.add_argument("id", help="its id, or the beginning of it that `dlq list` shows")
+    show.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    summary = "delete dead letters (every stored copy): by id, by filters, or --all"
+    delete = _letter_filters(_common(dlq.add_parser("delete", help=summary, description=summary)))
+    delete.add_argument("ids", nargs="*", metavar="ID", help="ids, or their beginnings")
+    delete.add_argument("--all", action="store_true", help="every dead letter")
+    delete.add_argument("--json", action="store_true", help="one JSON document, for machines")
     return parser
+
+
+def _letter_filters(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("--table", action="append", help="only this table's (repeatable)")
+    command.add_argument(
+        "--error", metavar="TEXT", help="only those whose reason or error contains TEXT (any case)"
+    )
+    command.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_duration,
+        help="only those stored longer ago than DURATION: 90s, 30m, 12h, 7d, 2w",
+    )
+    command.add_argument(
+        "--superseded",
+        action="store_true",
+        help="only those whose document is indexed (or deleted) at a version at least theirs",
+    )
+    return command
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _chosen_by(args: argparse.Namespace) -> LetterFilter:
+    return LetterFilter(
+        tables=frozenset(args.table or ()),
+        error=args.error,
+        older_than=args.older_than,
+        superseded=args.superseded,
+    )
 
 
 def _common(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -158,13 +219,54 @@ async def _status(config: Config) -> list[dict[str, Any]]:
         return await sync.status()
 
 
-async def _replay(config: Config, dry_run: bool) -> ReplayReport:
+async def _using(config: Config, work: Callable[[StreamSync], Awaitable[T]]) -> T:
     async with StreamSync(config) as sync:
-        return await sync.replay_dead_letters(dry_run)
+        return await work(sync)
+
+
+def _dead_letters(config: Config, args: argparse.Namespace) -> int:
+    if args.dlq_command == "replay":
+        report: ReplayReport = asyncio.run(
+            _using(
+                config, lambda sync: sync.replay_dead_letters(args.dry_run, args.keep_superseded)
+            )
+        )
+        print(report.summary(args.dry_run))
+        if args.dry_run:
+            print(report.checked())
+        return EXIT_PROBLEMS if report.still_failing else 0
+    if args.dlq_command == "show":
+        entry = asyncio.run(_using(config, lambda sync: sync.dead_letter(args.id)))
+        now = time.time()
+        print(json.dumps(entry.as_json(now), indent=2) if args.json else render_letter(entry, now))
+        return 0
+    chosen = _chosen_by(args)
+    if args.dlq_command == "list":
+        entries = asyncio.run(_using(config, lambda sync: sync.dead_letters(None, chosen)))
+    else:
+        entries = asyncio.run(
+            _using(config, lambda sync: sync.delete_dead_letters(args.ids, chosen))
+        )
+    now = time.time()
+    if args.json:
+        print(json.dumps([entry.as_json(now) for entry in entries], indent=2))
+    elif args.dlq_command == "list":
+        print(render_list(entries, now))
+    else:
+        print(render_deleted(entries))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "dlq" and args.dlq_command == "delete":
+        narrowed = bool(args.ids) or _chosen_by(args).narrows
+        if narrowed == args.all:
+            parser.error(
+                "dlq delete: name the letters by ID or filters (--table, --error, "
+                "--older-than, --superseded), or give --all (not both)"
+            )
     configure_logging(args.log_format, args.log_level)
     try:
         config = load_config(args.config)
@@ -199,9 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(entries, indent=2) if args.json else render_status(entries))
             return 0
         if args.command == "dlq":
-            report = asyncio.run(_replay(config, args.dry_run))
-            print(report.summary(args.dry_run))
-            return EXIT_PROBLEMS if report.still_failing else 0
+            return _dead_letters(config, args)
         asyncio.run(_run(config))
     except StreamsyncError as error:
         return _fail(str(error), EXIT_PROBLEMS)

@@ -81,19 +81,20 @@ async def verify(
     return reports
 
 
-async def replay(engine: Engine, dry_run: bool) -> ReplayReport:
+async def replay(engine: Engine, dry_run: bool, keep_superseded: bool = False) -> ReplayReport:
     """Re-drives the stored dead letters: each letter's item, as the table holds it now,
-    through the table's current transform (see streamsync.replay)."""
+    through the table's current transform (see streamsync.replay); superseded letters are
+    removed unless `keep_superseded`."""
     transformers = {
         table.table: (await engine.source(table)).transformer for table in engine.config.tables
     }
     await Tombstones(engine.search).ensure_template()
     replayer = Replayer(engine.search, engine.api, engine.config, transformers, engine.metrics)
     if dry_run:
-        return await replayer.replay(None)
+        return await replayer.replay(None, keep_superseded)
     sink = BulkIndexer(engine.search, engine.config.bulk, engine.metrics, replayer.refused_again)
     async with engine.running(sink) as lanes:
-        return await lanes.until(replayer.replay(sink))
+        return await lanes.until(replayer.replay(sink, keep_superseded))
 
 
 def _selected(engine: Engine, tables: list[str] | None) -> list[TableConfig]:

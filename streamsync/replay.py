@@ -19,17 +19,20 @@ refused again; a letter of a record that could not be transformed still fails wh
 item's documents is refused, or the transform fails again. Letters that went through are
 removed from their destination; the others stay, with their new error logged. Letters older
 than `retention_days` are removed without a replay.
+
+Before any of that, a letter whose document the cluster already holds at its version or newer
+(indexed, or deleted: sink/superseded.py) is superseded: a newer change went through, so it is
+not replayed, is reported on its own (not as still failing, which it would otherwise be for as
+long as, say, the transform fails on the item as it is now), and is removed unless
+`--keep-superseded`.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,12 +40,13 @@ from botocore.exceptions import ParamValidationError
 
 from streamsync.awsjson import AwsError
 from streamsync.awsjson import is_transient as is_aws_transient
-from streamsync.config import Config, DeadLettersConfig
+from streamsync.config import Config
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.sink.deadletter import DeadLetter
 from streamsync.sink.engine import SearchEngine
+from streamsync.sink.letterstore import StoredLetter, remove, stored_letters
+from streamsync.sink.superseded import supersessions
 from streamsync.source.client import StreamsApi
 from streamsync.transform.actions import Action, RecordTransformer, TransformError
 from streamsync.transform.records import removed_record, scanned_record
@@ -60,16 +64,37 @@ class ReplayReport:
     total: int = 0
     replayed: int = 0
     still_failing: int = 0
+    superseded: int = 0  # a newer change of their documents is indexed: not replayed
     skipped: int = 0  # their table is not in the configuration
     expired: int = 0  # older than dead_letters.retention_days: removed, not replayed
+    superseded_kept: bool = False  # --keep-superseded: reported, left stored
 
     def summary(self, dry_run: bool) -> str:
         verb = "would replay" if dry_run else "replayed"
         expired = "would expire" if dry_run else "expired"
+        superseded = "" if dry_run else (" kept" if self.superseded_kept else " removed")
         return (
             f"dead letters: {self.total}; {verb}: {self.replayed}; still failing: "
-            f"{self.still_failing}; skipped (table not configured): {self.skipped}; "
+            f"{self.still_failing}; superseded (a newer version is indexed): {self.superseded}"
+            f"{superseded}; skipped (table not configured): {self.skipped}; "
             f"{expired} (older than retention_days): {self.expired}"
+        )
+
+    def checked(self) -> str:
+        """What a dry run found out, and what it did not: the cluster indexed nothing, so
+        whether it would accept each document is unknown."""
+        judged = self.total - self.skipped - self.expired
+        transformed = judged - self.superseded
+        return (
+            f"dry run: of {self.total} stored dead letters, {self.skipped} are of tables not "
+            f"configured and {self.expired} past retention_days; of the other {judged}, "
+            f"{self.superseded} are superseded (the cluster holds their documents, indexed or "
+            f"deleted, at a version at least theirs); for the remaining {transformed}, each "
+            "item was read from its table and put through the current transform: "
+            f"{self.replayed} would be replayed, {self.still_failing} would still fail (the "
+            "transform, the item's keys, or reading the item; each is logged). The cluster "
+            "was not asked to index anything, so a document it would refuse (a mapping "
+            "conflict, say) counts as would be replayed; no letter was removed."
         )
 
 
@@ -84,11 +109,9 @@ class _Item:
 
 @dataclass(eq=False)
 class _Stored:
-    """A stored letter: where it is, its id there, and what its replay depends on."""
+    """A stored letter, and what its replay depends on."""
 
-    where: str
-    stored_id: str
-    letter: DeadLetter
+    copy: StoredLetter
     item: _Item | None = None  # None: the letter names no item, it cannot be replayed
     documents: frozenset[Document] = field(default_factory=frozenset)
 
@@ -106,39 +129,13 @@ class _Stored:
 
     @property
     def fields(self) -> dict[str, object]:
-        letter = self.letter
+        letter = self.copy.letter
         return {
             "table": letter.table,
             "index": letter.index,
             "id": letter.doc_id,
-            "dead_letter": f"{self.where} {self.stored_id}",
+            "dead_letter": f"{self.copy.where} {self.copy.name}",
         }
-
-
-async def _letters(
-    engine: SearchEngine, config: DeadLettersConfig
-) -> AsyncIterator[tuple[str, str, DeadLetter]]:
-    """(where, its id there, the letter) for every stored dead letter."""
-    if config.index is not None and await engine.index_exists(config.index):
-        await engine.refresh(config.index)
-        async for hits in engine.scan(config.index, page_size=500):
-            for hit in hits:
-                if not _is_letter(hit["_source"]):
-                    # Not one of ours (a Serverless start-up probe left by a crash, say).
-                    log.warning(
-                        "not a dead letter; left alone",
-                        extra={"index": config.index, "id": hit["_id"]},
-                    )
-                    continue
-                yield "index", hit["_id"], DeadLetter.from_json(hit["_source"])
-    if config.file is not None and config.file.exists():
-        for number, line in enumerate(config.file.read_bytes().splitlines()):
-            if line.strip():
-                yield "file", str(number), DeadLetter.from_json(orjson.loads(line))
-
-
-def _is_letter(source: dict[str, Any]) -> bool:
-    return all(name in source for name in ("table", "shard", "sequence_number", "record"))
 
 
 def request_key(keys: dict[str, Any]) -> dict[str, Any]:
@@ -177,43 +174,28 @@ class Replayer:
         why = f"{action.op}: {error.get('type', 'rejected')}: {error.get('reason', '')}"
         self._refused[(action.index, action.doc_id)] = why.rstrip(": ")
 
-    async def replay(self, sink: BulkIndexer | None) -> ReplayReport:
+    async def replay(self, sink: BulkIndexer | None, keep_superseded: bool = False) -> ReplayReport:
         """Replays every stored letter through `sink` (whose `on_rejected` is `refused_again`),
-        and removes the letters whose documents were written; with no sink (a dry run), only
-        finds out which would go through."""
+        and removes the letters whose documents were written, and those superseded unless
+        `keep_superseded`; with no sink (a dry run), only finds out which would go through."""
         started = time.time()
         version = scan_version(started)
         cutoff = started - self._config.dead_letters.retention_days * 86400
-        report = ReplayReport()
-        items: dict[bytes, _Item] = {}
-        stored: list[_Stored] = []
+        report = ReplayReport(superseded_kept=keep_superseded)
+        judged: list[_Stored] = []
         expired: list[_Stored] = []
-        async for where, stored_id, letter in _letters(self._engine, self._config.dead_letters):
+        async for copy in stored_letters(self._engine, self._config.dead_letters):
             report.total += 1
-            transformer = self._transformers.get(letter.table)
-            if transformer is None:
+            if copy.letter.table not in self._transformers:
                 report.skipped += 1
-                continue
-            entry = _Stored(where, stored_id, letter)
-            if letter.time and letter.time < cutoff:
-                expired.append(entry)
-                continue
-            stored.append(entry)
-            keys = letter.item_keys
-            if not keys:
-                continue  # it cannot be replayed: said with the letters still failing
-            item_id = orjson.dumps([letter.table, keys], option=orjson.OPT_SORT_KEYS)
-            item = items.get(item_id)
-            if item is None:
-                item = items[item_id] = await self._replay_item(
-                    transformer, keys, version, started, sink
-                )
-            entry.item = item
-            named = (letter.index, letter.doc_id)
-            if named[0] is not None and named[1] is not None and named in item.documents:
-                entry.documents = frozenset({(named[0], named[1])})
+            elif copy.letter.time and copy.letter.time < cutoff:
+                expired.append(_Stored(copy))
             else:
-                entry.documents = item.documents
+                judged.append(_Stored(copy))
+        stored, superseded = await self._without_superseded(judged)
+        items: dict[bytes, _Item] = {}
+        for entry in stored:
+            await self._replay_letter(entry, items, version, started, sink)
         if sink is not None:
             await sink.drain()
         succeeded = [entry for entry in stored if entry.succeeded(self._refused)]
@@ -223,10 +205,58 @@ class Replayer:
                 log.warning("dead letter still failing: %s", why, extra=entry.fields)
         report.replayed = len(succeeded)
         report.expired = len(expired)
-        report.still_failing = report.total - report.skipped - report.expired - report.replayed
+        report.superseded = len(superseded)
+        report.still_failing = len(stored) - report.replayed
         if sink is not None:
-            await self._remove(succeeded + expired)
+            removed = succeeded + expired + ([] if keep_superseded else superseded)
+            await remove(self._engine, self._config.dead_letters, [entry.copy for entry in removed])
         return report
+
+    async def _without_superseded(
+        self, entries: list[_Stored]
+    ) -> tuple[list[_Stored], list[_Stored]]:
+        """(the letters to replay, those a newer change superseded: each is logged)."""
+        found = await supersessions(
+            self._engine,
+            [(entry.copy.letter, self._transformers[entry.copy.letter.table]) for entry in entries],
+        )
+        stored: list[_Stored] = []
+        superseded: list[_Stored] = []
+        for entry, why in zip(entries, found, strict=True):
+            if why is None:
+                stored.append(entry)
+            else:
+                superseded.append(entry)
+                log.info("dead letter superseded: %s", why, extra=entry.fields)
+        return stored, superseded
+
+    async def _replay_letter(
+        self,
+        entry: _Stored,
+        items: dict[bytes, _Item],
+        version: int,
+        started: float,
+        sink: BulkIndexer | None,
+    ) -> None:
+        """Replays the letter's item (once for all its letters), and notes what the letter's
+        outcome depends on."""
+        letter = entry.copy.letter
+        keys = letter.item_keys
+        if not keys:
+            return  # it cannot be replayed: said with the letters still failing
+        item_id = orjson.dumps([letter.table, keys], option=orjson.OPT_SORT_KEYS)
+        item = items.get(item_id)
+        if item is None:
+            transformer = self._transformers[letter.table]
+            item = items[item_id] = await self._replay_item(
+                transformer, keys, version, started, sink
+            )
+        entry.item = item
+        named = (letter.index, letter.doc_id)
+        if named[0] is not None and named[1] is not None and named in item.documents:
+            entry.documents = frozenset({(named[0], named[1])})
+        else:
+            entry.documents = item.documents
 
     async def _replay_item(
         self,
@@ -262,24 +292,3 @@ class Replayer:
             for action in actions:
                 await sink.put(action)
         return _Item(documents=frozenset((a.index, a.doc_id) for a in actions))
-
-    async def _remove(self, entries: list[_Stored]) -> None:
-        config = self._config.dead_letters
-        for entry in entries:
-            if entry.where == "index" and config.index is not None:
-                await self._engine.delete_document(config.index, entry.stored_id)
-        lines = {int(entry.stored_id) for entry in entries if entry.where == "file"}
-        if lines and config.file is not None:
-            _rewrite_without(config.file, lines)
-
-
-def _rewrite_without(path: Path, numbers: set[int]) -> None:
-    """Keeps the lines not replayed, replacing the file atomically."""
-    kept = [
-        line
-        for number, line in enumerate(path.read_bytes().splitlines())
-        if line.strip() and number not in numbers
-    ]
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_bytes(b"".join(line + b"\n" for line in kept))
-    os.replace(partial, path)

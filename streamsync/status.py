@@ -8,6 +8,7 @@ from typing import Any
 
 from streamsync.leases.model import LIVENESS_BY_HEARTBEAT, Lease, WorkerBeat
 from streamsync.source.shards import ready_to_read
+from streamsync.terminal import aligned
 
 COLUMNS = ("table", "shard", "parent", "owner", "state", "checkpoint", "alive", "lag")
 
@@ -83,10 +84,4 @@ def render(entries: list[dict[str, Any]]) -> str:
         ]
         for entry in entries
     ]
-    widths = [max(len(str(row[i])) for row in [list(COLUMNS), *lines]) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(
-            str(value).ljust(width) for value, width in zip(row, widths, strict=True)
-        ).rstrip()
-        for row in [list(COLUMNS), *lines]
-    )
+    return aligned([list(COLUMNS), *[[str(value) for value in line] for line in lines]])

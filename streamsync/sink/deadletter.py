@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -277,6 +279,20 @@ class DeadLetters:
 
 def _append_line(path: Path, line: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as file:
+    with locked(path), path.open("ab") as file:
         file.write(line)
         file.flush()
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Holds the dead-letter file's lock, across processes. A worker appends letters while
+    `dlq delete` or `dlq replay` rewrites the file (read, write the rest, replace): a letter
+    appended between the read and the replace would go to the replaced file, and be lost. The
+    lock is a file of its own beside it (`<file>.lock`), as the rewrite replaces the file."""
+    with path.with_name(path.name + ".lock").open("ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ from streamsync.sink.engine import Refused, SearchEngine, is_transient
 from streamsync.transform.actions import Action
 
 log = logging.getLogger("streamsync.sink")
+
+Document = tuple[str, str]  # (index, id)
 
 PREFIX = "streamsync-tombstones-"
 RETENTION_DAYS = 2
@@ -88,33 +90,43 @@ class Tombstones:
             actions=len(created),
         )
 
-    async def _bury_again(self, created: list[Action]) -> None:
+    async def newest(self, documents: Collection[Document]) -> dict[Document, int]:
+        """The version of the newest tombstone of each of `documents` (index, id) that has one
+        within the retention. A tombstone that cannot be read now may exist: that raises
+        `Refused`, to be retried, rather than be taken for none."""
         # Only the days whose index exists now, after the documents were created: a tombstone
         # that predates them was written, and its day's index made, before this look-up, so
         # none is skipped. Without deletes lately there is no look-up at all (thousands of gets
         # on missing indices cost Elasticsearch about a third of the stream's throughput).
+        if not documents:
+            return {}
         days = {self._day(days) for days in range(self._retention + 1)}
         existing = sorted(days & set(await self._engine.indices(f"{PREFIX}*")))
         if not existing:
-            return
-        docs = [{"_index": day, "_id": self._id(a)} for a in created for day in existing]
+            return {}
+        wanted = {f"{index}|{doc_id}": (index, doc_id) for index, doc_id in documents}
+        docs = [{"_index": day, "_id": key} for key in wanted for day in existing]
         # Most look-ups miss: keep the answer down to the ids, versions and error types, or
         # parsing it costs the worker more than the bulk request did.
         found = await self._engine.mget(
             docs, source=["v"], filter_path="docs._id,docs._source.v,docs.error.type"
         )
-        newest: dict[str, int] = {}
+        newest: dict[Document, int] = {}
         for doc in found:
             if "_source" in doc:
-                newest[doc["_id"]] = max(newest.get(doc["_id"], 0), int(doc["_source"]["v"]))
+                document = wanted[doc["_id"]]
+                newest[document] = max(newest.get(document, 0), int(doc["_source"]["v"]))
             elif doc.get("error", {}).get("type", "index_not_found_exception") != (
                 "index_not_found_exception"
             ):
-                # A tombstone that cannot be read now may exist: retry rather than assume none.
                 raise Refused(500, "tombstone_lookup_failed", str(doc))
+        return newest
+
+    async def _bury_again(self, created: list[Action]) -> None:
+        newest = await self.newest({(action.index, action.doc_id) for action in created})
         body = bytearray()
         for action in created:
-            tombstone = newest.get(self._id(action), 0)
+            tombstone = newest.get((action.index, action.doc_id), 0)
             if tombstone > action.version:
                 log.info(
                     "an older image recreated a deleted document; deleting it again",

@@ -118,6 +118,17 @@ class RecordTransformer:
             return None
         return doc_id if doc_id in self._trace_ids else None
 
+    def default_document(self, keys: dict[str, Any]) -> tuple[str, str] | None:
+        """(index, id) of the one document every record of the item with these keys becomes,
+        for a table without a hook; None with a hook (its documents are the hook's own), or
+        for keys that name no item of this table."""
+        if self._hook is not None:
+            return None
+        try:
+            return self._config.index, document_id(keys, self._hash_key, self._range_key)
+        except (KeyError, ValueError, TypeError):
+            return None
+
     async def actions(self, record: StreamRecord, shard_id: str, version: int) -> list[Action]:
         try:
             actions = await self._actions(record, shard_id, version)

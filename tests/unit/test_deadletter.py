@@ -18,8 +18,9 @@ from streamsync.errors import ConfigError
 from streamsync.observability.metrics import Metrics
 from streamsync.replay import request_key
 from streamsync.sink.bulk import BulkIndexer
-from streamsync.sink.deadletter import DeadLetter, DeadLetters
+from streamsync.sink.deadletter import DeadLetter, DeadLetters, locked
 from streamsync.sink.engine import Identity, PointInTime, Refused, SearchEngine, Unreachable
+from streamsync.sink.letterstore import _rewrite_without
 from streamsync.source.acks import AckTracker
 from streamsync.transform.actions import Action, Origin
 from streamsync.transform.records import removed_record
@@ -302,3 +303,18 @@ def test_a_replay_reads_an_item_by_the_keys_its_letter_keeps() -> None:
     assert gone.keys == gone.raw["dynamodb"]["Keys"] == keys
     assert gone.old_image is None, "nothing of the letter's image is replayed"
     assert "OldImage" not in gone.raw["dynamodb"]
+
+
+async def test_a_letter_appended_while_the_file_is_rewritten_is_kept(tmp_path: Path) -> None:
+    """A worker appends a letter (its file open, the lock held) while `dlq delete` or `dlq
+    replay` removes another: without the lock, the rewrite replaced the file under the worker,
+    whose letter went to the old file and was lost."""
+    path = tmp_path / "dead.jsonl"
+    path.write_bytes(b'{"n": 1}\n{"n": 2}\n')
+    with path.open("ab") as appending, locked(path):
+        rewrite = asyncio.create_task(asyncio.to_thread(_rewrite_without, path, {0}))
+        await asyncio.sleep(1)  # the rewrite, were it not waiting, is done by now
+        appending.write(b'{"n": 3}\n')
+        appending.flush()  # before the lock is released, as DeadLetters does
+    await rewrite
+    assert path.read_bytes() == b'{"n": 2}\n{"n": 3}\n'
