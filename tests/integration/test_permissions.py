@@ -92,7 +92,7 @@ def admin_of(secured_node: tuple[nodes.NodeInfo, Path]) -> dict[str, Any]:
 
 def user_with(secured_node: tuple[nodes.NodeInfo, Path], name: str, role: dict[str, Any]) -> Target:
     """A user `name` holding `role` (made through the security API) as a target: streamsync
-    logs in as the user (password PASSWORD), the probe as the administrator."""
+    logs in as the user, the probe as the administrator."""
     node, certs = secured_node
     admin = admin_of(secured_node)
     status, answer = nodes.http_json("PUT", f"{node.url}/_security/role/{name}", role, **admin)
@@ -100,7 +100,9 @@ def user_with(secured_node: tuple[nodes.NodeInfo, Path], name: str, role: dict[s
     user = {"password": PASSWORD, "roles": [name]}
     status, answer = nodes.http_json("PUT", f"{node.url}/_security/user/{name}", user, **admin)
     assert status == 200, answer
-    return target_for(secured_node, username=name, ca_certs=str(certs / "ca.pem"))
+    return target_for(
+        secured_node, username=name, password=PASSWORD, ca_certs=str(certs / "ca.pem")
+    )
 
 
 def remove_user(secured_node: tuple[nodes.NodeInfo, Path], name: str) -> None:
@@ -135,11 +137,7 @@ class Commands:
     def __init__(self, config: Path, log: Path) -> None:
         self.config = config
         self.log = log
-        self.env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "STREAMSYNC_ES_PASSWORD": PASSWORD,
-        }
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY}
 
     async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
@@ -272,6 +270,7 @@ async def every_command(
     await wait_until_equal(clients.dynamodb, probe, TABLE, TABLE, pk)
 
 
+@pytest.mark.timeout(900)  # the first test on the secured node waits for it to start
 async def test_every_command_needs_exactly_the_shipped_iam_policy_and_elasticsearch_role(
     clients: aws.Clients,
     moto_endpoint: str,
