@@ -20,8 +20,14 @@ from streamsync.config import parse_config
 from streamsync.sink.cluster import cluster_problems, connect
 from tests.support import aws, nodes
 from tests.support.pipeline import STREAMSYNC, config_document, pk, wait_until_equal
-from tests.support.search import Probe, Target
-from tests.support.secured import READER_PASSWORD, ROLES, WRITER_PASSWORD
+from tests.support.search import Probe
+from tests.support.secured import (
+    READER_PASSWORD,
+    ROLES,
+    WRITER_PASSWORD,
+    problems_with,
+    target_for,
+)
 
 
 @pytest.fixture
@@ -42,30 +48,6 @@ def api_key(secured: tuple[nodes.NodeInfo, Path]) -> str:
     )
     assert status == 200, answer
     return str(answer["encoded"])
-
-
-def target_for(secured: tuple[nodes.NodeInfo, Path], **section: Any) -> Target:
-    node, certs = secured
-    admin = (nodes.ADMIN_USER, nodes.admin_password(certs))
-    return Target("elasticsearch", node.version, node.url, section, str(certs / "ca.pem"), admin)
-
-
-def config_for(target: Target, tables: list[dict[str, Any]] | None = None) -> Any:
-    document = {
-        "aws": {"region": "us-east-1"},
-        **target.section(),
-        "tables": tables or [{"table": "orders", "index": "orders"}],
-    }
-    return parse_config(json.dumps(document), "test", environ={})
-
-
-async def problems_with(target: Target) -> list[str]:
-    config = config_for(target)
-    engine = connect(config, None)
-    try:
-        return await cluster_problems(engine, config)
-    finally:
-        await engine.close()
 
 
 async def test_a_user_or_an_api_key_with_the_documented_role_passes_the_check(

@@ -4,19 +4,25 @@ may only look at the cluster. One node serves every test that needs it (tests/co
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from streamsync.config import parse_config
+from streamsync.sink.cluster import cluster_problems, connect
 from tests.support import nodes
+from tests.support.search import Target
 
 WRITER_PASSWORD = "writer-" + secrets.token_urlsafe(12)
 READER_PASSWORD = "reader-" + secrets.token_urlsafe(12)
 
 ROLES = {
-    # What the README lists under 'Secured clusters': streamsync's own role.
+    # streamsync's role (deploy/elasticsearch-role.json) on any index name, for tests that use
+    # fresh ones; tests/integration/test_permissions.py proves the shipped role itself.
     "streamsync_writer": {
         "cluster": ["monitor", "manage_index_templates"],
         "indices": [
@@ -54,3 +60,31 @@ def start(certs: Path) -> nodes.NodeInfo:
 
 def stop() -> None:
     nodes.stop_node("elasticsearch-secure", node_name())
+
+
+def target_for(secured: tuple[nodes.NodeInfo, Path], **section: Any) -> Target:
+    """The secured node as a target whose configuration section holds `section` (streamsync's
+    login and TLS options); the probe logs in as the administrator."""
+    node, certs = secured
+    admin = (nodes.ADMIN_USER, nodes.admin_password(certs))
+    return Target("elasticsearch", node.version, node.url, section, str(certs / "ca.pem"), admin)
+
+
+def config_for(target: Target, tables: list[dict[str, Any]] | None = None) -> Any:
+    document = {
+        "aws": {"region": "us-east-1"},
+        **target.section(),
+        "tables": tables or [{"table": "orders", "index": "orders"}],
+    }
+    return parse_config(json.dumps(document), "test", environ={})
+
+
+async def problems_with(target: Target) -> list[str]:
+    """What `validate` says of the cluster for a configuration of table `orders` into index
+    `orders` (dead letters in the default index)."""
+    config = config_for(target)
+    engine = connect(config, None)
+    try:
+        return await cluster_problems(engine, config)
+    finally:
+        await engine.close()

@@ -125,6 +125,17 @@ def test_the_iam_policy_grants_what_streamsync_calls_and_no_wildcard_actions() -
     } <= set(leases["Action"])
 
 
+def test_the_readme_shows_the_elasticsearch_role_as_shipped() -> None:
+    """The role tests/integration/test_permissions.py proves is the one the README tells users
+    to create."""
+    readme = (DEPLOY.parent / "README.md").read_text()
+    shown = re.search(r"^PUT /_security/role/streamsync\n(.*?)^```", readme, re.M | re.S)
+    assert shown is not None
+    assert json.loads(shown.group(1)) == json.loads(
+        (DEPLOY / "elasticsearch-role.json").read_text()
+    )
+
+
 def test_the_image_runs_streamsync_as_a_non_root_user_with_a_health_check() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 2, "multi-stage"
