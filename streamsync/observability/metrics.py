@@ -77,6 +77,10 @@ class IteratorAges(Collector):
         yield per_table
 
 
+TABLE_RETRIES = ("GetShardIterator", "GetRecords", "bulk request", "tombstone check")
+"""The retried operations of a running worker that are counted per table, at 0 from start-up."""
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -236,6 +240,8 @@ class Metrics:
         for table in tables:
             for counter in counters:
                 counter.labels(table)
+            for operation in TABLE_RETRIES:
+                self.retries.labels(operation, table)
 
     def polled(self, table: str, since_last: float) -> None:
         """One GetRecords call of a shard of `table`, `since_last` seconds after the shard's

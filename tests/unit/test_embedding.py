@@ -40,6 +40,8 @@ def test_every_per_table_counter_exists_at_zero_from_the_start() -> None:
         for name in ("dead_letters", "trimmed_shards", "records_read", "documents_indexed"):
             sample = registry.get_sample_value(f"streamsync_{name}_total", {"table": table})
             assert sample == 0.0, (name, table)
+        labels = {"operation": "bulk request", "table": table}
+        assert registry.get_sample_value("streamsync_retries_total", labels) == 0.0
 
 
 def test_the_ready_gauge_says_what_readyz_says() -> None:
