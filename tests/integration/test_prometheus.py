@@ -114,8 +114,13 @@ async def test_prometheus_scrapes_a_worker_and_loads_the_rules(
                 found = await prometheus.query(f"streamsync_{counter}_total")
                 assert found == {(("table", table),): 0, (("table", idle),): 0}, counter
             retries = await prometheus.query('streamsync_retries_total{operation="bulk request"}')
-            assert set(retries) == {(("operation", "bulk request"), ("table", table))}
+            # Both tables' series exist (at 0 from start-up); only the blocked one retried.
+            assert set(retries) == {
+                (("operation", "bulk request"), ("table", table)),
+                (("operation", "bulk request"), ("table", idle)),
+            }
             assert retries[(("operation", "bulk request"), ("table", table))] >= 1
+            assert retries[(("operation", "bulk request"), ("table", idle))] == 0
             assert await prometheus.query('up{job="streamsync"}') == {(): 1}
             assert await prometheus.query("streamsync_ready") == {(): 1}
             assert await prometheus.query("streamsync_leases_held") == {(): 2}
