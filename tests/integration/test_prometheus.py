@@ -123,7 +123,11 @@ async def test_prometheus_scrapes_a_worker_and_loads_the_rules(
             assert retries[(("operation", "bulk request"), ("table", idle))] == 0
             assert await prometheus.query('up{job="streamsync"}') == {(): 1}
             assert await prometheus.query("streamsync_ready") == {(): 1}
-            assert await prometheus.query("streamsync_leases_held") == {(): 2}
+
+            async def both_leases_scraped() -> bool:  # the gauge as of the last scrape, 1 s old
+                return await prometheus.query("streamsync_leases_held") == {(): 2}
+
+            await eventually(both_leases_scraped, within=30)
 
             async def evaluated() -> bool:
                 groups = (await prometheus.api("rules"))["groups"]
