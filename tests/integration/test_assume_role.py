@@ -147,13 +147,7 @@ async def test_the_role_is_assumed_again_before_its_credentials_expire(
     streams_server.faults.observers.append(seen.append)
     table = await role_table(moto_endpoint)
     clock = JumpingClock(streams_server)
-    credentials = role_credentials(
-        get_session(),
-        AwsConfig.model_validate(role_section(moto_endpoint)),
-        "worker-1",
-        AWS_CLIENT_CONFIG,
-        clock=clock,
-    )
+    credentials = clocked_role_credentials(moto_endpoint, clock)
     session = session_with(credentials)
 
     def assumed() -> list[Request]:
@@ -204,13 +198,7 @@ async def test_a_renewal_refused_names_the_role_and_a_throttled_one_is_retried(
     the role and the fix); throttling is retried by streamsync's callers like any other."""
     table = await role_table(moto_endpoint)
     clock = JumpingClock(streams_server)
-    credentials = role_credentials(
-        get_session(),
-        AwsConfig.model_validate(role_section(moto_endpoint)),
-        "worker-1",
-        AWS_CLIENT_CONFIG,
-        clock=clock,
-    )
+    credentials = clocked_role_credentials(moto_endpoint, clock)
     async with aiohttp.ClientSession() as http:
         raw = AwsJsonClient(moto_endpoint, aws.REGION, credentials, http)
         await raw.call(DESCRIBE_TABLE, {"TableName": table})
@@ -282,3 +270,14 @@ async def test_an_sts_endpoint_that_does_not_answer_is_named(
     assert found == [
         f"AWS: cannot reach {nowhere}/; check aws.sts_endpoint_url, aws.endpoint_url and aws.region"
     ]
+
+
+def clocked_role_credentials(moto_endpoint: str, clock: JumpingClock) -> Any:
+    """The role's refreshable credentials, as the engine builds them, reading `clock`."""
+    return role_credentials(
+        get_session(),
+        AwsConfig.model_validate(role_section(moto_endpoint)),
+        "worker-1",
+        AWS_CLIENT_CONFIG,
+        clock=clock,
+    )
