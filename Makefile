@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 export PYTHON ENGINE
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo bench bench-quick lint format test test-fast services services-down lock clean
+.PHONY: help venv demo bench bench-quick bench-peers lint format test test-fast services services-down lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ bench: $(INSTALLED) ## benchmarks (not part of make test): throughput, CPU, late
 
 bench-quick: $(INSTALLED) ## the same, smaller: under 5 minutes
 	@$(BIN)/python bench/run.py --quick
+
+bench-peers: $(INSTALLED) ## streamsync against the KCL + DynamoDB Streams adapter worker, side by side (builds it with Maven once)
+	@$(BIN)/python bench/run_peers.py $(BENCH_PEERS_ARGS)
 
 lint: $(INSTALLED) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check streamsync tests bench scripts

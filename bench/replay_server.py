@@ -168,7 +168,7 @@ class ReplaySource:
             if action == "GetShardIterator":
                 return self._get_shard_iterator(payload)
             if action == "DescribeStream":
-                return self._json(self._describe_stream())
+                return self._json(self._describe_stream(payload))
         elif action == "DescribeTable" and orjson.loads(body).get("TableName") == self.table:
             return self._json(self._describe_table())
         return await self._forward(request, body)
@@ -194,7 +194,13 @@ class ReplaySource:
             }
         }
 
-    def _describe_stream(self) -> dict[str, Any]:
+    def _describe_stream(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One page of shards, as DynamoDB Streams pages them: `Limit` (at most and by
+        default 100) after `ExclusiveStartShardId`, and the last one's id while more follow."""
+        start = payload.get("ExclusiveStartShardId")
+        first = self.shards.index(self._by_id[start]) + 1 if start else 0
+        page = self.shards[first : first + min(int(payload.get("Limit", 100)), 100)]
+        more = first + len(page) < len(self.shards)
         return {
             "StreamDescription": {
                 "StreamArn": self.stream_arn,
@@ -208,8 +214,9 @@ class ReplaySource:
                         "ShardId": s.shard_id,
                         "SequenceNumberRange": {"StartingSequenceNumber": str(FIRST_SEQUENCE)},
                     }
-                    for s in self.shards
+                    for s in page
                 ],
+                **({"LastEvaluatedShardId": page[-1].shard_id} if more else {}),
             }
         }
 

@@ -1,0 +1,449 @@
+"""`make bench-peers`: streamsync head to head with a KCL 1.x + DynamoDB Streams Kinesis Adapter
+worker (bench/peers/kcl), on the same machine, stream, lease table and Elasticsearch node.
+
+    python bench/run_peers.py [--quick] [--only NAME ...] [--peers NAME ...]
+
+Builds the peer once with Maven (cached in ~/.m2, the build under .work/kcl-peer), starts its own
+Elasticsearch node and moto server (bench/run.py's Services), serves the stream from
+bench/replay_server.py to both workers, and measures each the same way: throughput and process
+CPU per 1,000 records on 8 and 16 shards, creation-to-acknowledgement latency at 1,000 records/s,
+idle CPU and lease-table writes with 1,000 idle shards and two workers, peak RSS, and failover
+time after kill -9 with two workers. The first seconds of every busy run are discarded for every
+contender (JIT compilation, connection set-up, index creation), so a cold JVM is not what is
+measured. Prints a side-by-side table and writes bench-results/<time>/peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from elasticsearch import AsyncElasticsearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.replay_server import ReplaySource
+from bench.run import Bench, Services, Worker, _histogram_quantiles
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_SOURCES = ROOT / "bench" / "peers" / "kcl"
+PEER_BUILDS = ROOT / ".work" / "kcl-peer"
+JDK17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+# The JVM's heap bound for the peer: what a team would set for a container beside a 512 MB
+# Elasticsearch; the rest of the JVM's settings are its defaults (G1 on 2 CPUs).
+PEER_JVM_OPTIONS = ["-Xmx512m"]
+FAILOVER_SECONDS = 10  # streamsync's bench setting and KCL's default failoverTimeMillis
+
+
+def java_home() -> Path:
+    """KCL_PEER_JAVA_HOME, else JDK 17 where Debian puts it, else JAVA_HOME."""
+    candidates = (os.environ.get("KCL_PEER_JAVA_HOME"), str(JDK17), os.environ.get("JAVA_HOME"))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "bin" / "java").exists():
+            return Path(candidate)
+    raise SystemExit(
+        "bench-peers: no JDK found for the KCL peer; install OpenJDK 17 (apt install "
+        "openjdk-17-jdk-headless) or set KCL_PEER_JAVA_HOME"
+    )
+
+
+def build_peer() -> Path:
+    """Builds bench/peers/kcl once per version of its sources; returns the build directory
+    (kcl-peer.jar and lib/)."""
+    files = sorted(p for p in PEER_SOURCES.rglob("*") if p.is_file() and "target" not in p.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(PEER_SOURCES)).encode() + b"\0" + path.read_bytes())
+    build = PEER_BUILDS / digest.hexdigest()[:12]
+    if (build / "kcl-peer.jar").exists():
+        return build
+    if shutil.which("mvn") is None:
+        raise SystemExit("bench-peers: Maven builds the KCL peer; install it (apt install maven)")
+    partial = Path(f"{build}.partial.{os.getpid()}")
+    log = PEER_BUILDS / "build.log"
+    PEER_BUILDS.mkdir(parents=True, exist_ok=True)
+    print(f"bench-peers: building the KCL peer with Maven (log: {log})", file=sys.stderr)
+    with log.open("w") as out:
+        built = subprocess.run(
+            ["mvn", "-B", "-q", "package", f"-Dbuild.dir={partial}"],
+            cwd=PEER_SOURCES,
+            env={**os.environ, "JAVA_HOME": str(java_home())},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if built.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise SystemExit(
+            f"bench-peers: Maven could not build bench/peers/kcl (log: {log}); check the "
+            "network to Maven Central (proxy: ~/.m2/settings.xml)"
+        )
+    try:
+        partial.rename(build)
+    except OSError:  # another run built it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    return build
+
+
+class PeerWorker(Worker):
+    """A KCL peer process, read like a streamsync worker: same start-up line, /metrics, /proc."""
+
+    def __init__(self, build: Path, log: Path, arguments: dict[str, str]) -> None:
+        self._log_path = log
+        self._log = log.open("w")
+        command = [
+            str(java_home() / "bin" / "java"),
+            *PEER_JVM_OPTIONS,
+            "-cp",
+            f"{build / 'kcl-peer.jar'}:{build / 'lib'}/*",
+            "streamsync.peer.kcl.KclPeer",
+        ]
+        for name, value in arguments.items():
+            command += [f"--{name}", value]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
+        self.port = 0
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One worker under test: how to start it over a stream, and its metric names' prefix."""
+
+    name: str
+    prefix: str
+    idle_millis: int = 0  # the KCL peer's idleTimeBetweenReadsInMillis
+
+
+def total(metrics: dict[str, float], name: str) -> float:
+    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "|"))
+
+
+class PeerBench:
+    def __init__(self, bench: Bench, build: Path, es_url: str, quick: bool) -> None:
+        self.bench = bench
+        self.build = build
+        self.es_url = es_url
+        self.quick = quick
+        self.runs = 0
+        self.warmup = 5.0 if quick else 10.0
+        self.moto_url = bench.services.moto_url
+
+    def start(
+        self, contender: Contender, endpoint: str, source: ReplaySource, index: str
+    ) -> Worker:
+        """A worker of `contender` on `source`'s stream (served at `endpoint`, which also
+        forwards the lease table to moto), indexing into `index`."""
+        self.runs += 1
+        if contender.prefix == "streamsync":
+            config = self.bench.config(endpoint, source.table, index)
+            return self.bench.worker(config)
+        log = self.bench.work / f"{contender.name}-{self.runs}-{time.monotonic_ns()}.log"
+        return PeerWorker(
+            self.build,
+            log,
+            {
+                "stream-arn": source.stream_arn,
+                "streams-endpoint": endpoint,
+                "dynamodb-endpoint": endpoint,
+                "elasticsearch": self.es_url,
+                "index": index,
+                "application": f"peer-leases-{source.table}",
+                "idle-millis": str(contender.idle_millis),
+                "failover-millis": str(FAILOVER_SECONDS * 1000),
+                "worker-id": f"{contender.name}-{self.runs}",
+            },
+        )
+
+    async def drop(self, index: str) -> None:
+        es = AsyncElasticsearch(self.es_url, request_timeout=120)
+        try:
+            await es.options(ignore_status=404).indices.delete(index=index)
+        finally:
+            await es.close()
+
+    @staticmethod
+    async def held(fleet: list[Worker], prefix: str, http: aiohttp.ClientSession) -> list[int]:
+        return [int(total(await w.metrics(http), f"{prefix}_leases_held")) for w in fleet]
+
+    async def wait_held(
+        self,
+        fleet: list[Worker],
+        prefix: str,
+        shards: int,
+        http: aiohttp.ClientSession,
+        limit: float,
+        spread: bool = False,
+    ) -> tuple[float, list[int]]:
+        """Waits until the fleet holds every lease (and, with `spread`, every worker some),
+        `limit` seconds at most; returns how long it waited and who holds how many."""
+        started = time.monotonic()
+        while True:
+            held = await self.held(fleet, prefix, http)
+            ready = sum(held) == shards and (not spread or min(held) > 0)
+            if ready or time.monotonic() - started > limit:
+                return round(time.monotonic() - started, 1), held
+            for worker in fleet:
+                if worker.process.poll() is not None:
+                    raise SystemExit(f"worker exited: {worker._log_path.read_text()[-3000:]}")
+            await asyncio.sleep(0.5)
+
+    # --- throughput and CPU per 1,000 records --------------------------------------------
+    async def throughput(self, contender: Contender, shards: int) -> dict[str, Any]:
+        """The stream holds `records` records before the worker starts; the first `warmup`
+        seconds after the first acknowledgement are discarded, the rest timed to the last."""
+        records = 40_000 if self.quick else 120_000
+        source = ReplaySource(f"peers-tp-{contender.name}-{shards}", shards, self.moto_url)
+        source.add(records, created=time.time())
+        runner, endpoint = await self.bench.serve(source)
+        index = f"peers-tp-{contender.name}-{shards}"
+        worker = self.start(contender, endpoint, source, index)
+        name = f"{contender.prefix}_documents_indexed_total"
+        try:
+            await worker.started()
+            async with aiohttp.ClientSession() as http:
+                while not (done := total(await worker.metrics(http), name)):
+                    if worker.process.poll() is not None:
+                        raise SystemExit(f"worker exited: {worker._log_path.read_text()[-3000:]}")
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(self.warmup)
+                base = total(await worker.metrics(http), name)
+                started, cpu = time.monotonic(), worker.cpu_seconds()
+                while (done := total(await worker.metrics(http), name)) < records:
+                    await asyncio.sleep(0.05)
+                elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
+                rss = worker.peak_rss_mb()
+        finally:
+            await worker.stopped()
+            await runner.cleanup()
+            await self.drop(index)
+        timed = done - base
+        return {
+            "records": records,
+            "records_discarded_in_warmup": int(base),
+            "warmup_seconds": self.warmup,
+            "records_per_second": round(timed / elapsed),
+            "cpu_seconds_per_1000_records": round(used / timed * 1000, 3),
+            "peak_rss_mb": rss,
+        }
+
+    # --- latency at 1,000 records/s -------------------------------------------------------
+    async def latency(self, contender: Contender) -> dict[str, Any]:
+        """Records written live at 1,000/s into 8 shards, each stamped with its creation time;
+        the worker's own histogram of creation-to-acknowledgement (same buckets for both),
+        without the warm-up's records."""
+        rate, measure, shards = 1000, (20 if self.quick else 60), 8
+        source = ReplaySource(f"peers-lat-{contender.name}", shards, self.moto_url)
+        runner, endpoint = await self.bench.serve(source)
+        index = f"peers-lat-{contender.name}"
+        worker = self.start(contender, endpoint, source, index)
+        lag = f"{contender.prefix}_end_to_end_lag_seconds"
+        indexed = f"{contender.prefix}_documents_indexed_total"
+        try:
+            await worker.started()
+            async with aiohttp.ClientSession() as http:
+                await self.wait_held([worker], contender.prefix, shards, http, limit=180)
+                await asyncio.sleep(2)
+                generator = asyncio.create_task(source.live(rate, self.warmup + measure))
+                await asyncio.sleep(self.warmup)
+                before, cpu = await worker.metrics(http), worker.cpu_seconds()
+                started = time.monotonic()
+                await generator
+                deadline = time.monotonic() + 30
+                while total(await worker.metrics(http), indexed) < len(source.created):
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                after = await worker.metrics(http)
+                elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
+        finally:
+            await worker.stopped()
+            await runner.cleanup()
+            await self.drop(index)
+        buckets = {k: v - before.get(k, 0.0) for k, v in after.items() if k.startswith(lag)}
+        p50, p99 = _histogram_quantiles(buckets, f"{lag}", (0.5, 0.99))
+        return {
+            "rate_records_per_second": rate,
+            "seconds_measured": measure,
+            "warmup_seconds_discarded": self.warmup,
+            "acknowledged_samples": int(total(after, indexed) - total(before, indexed)),
+            "acknowledged_p50_ms": round(p50 * 1000, 1),
+            "acknowledged_p99_ms": round(p99 * 1000, 1),
+            "not_acknowledged": int(len(source.created) - total(after, indexed)),
+            "cpu_percent_of_one_core": round(used / elapsed * 100, 1),
+        }
+
+    # --- idle: two workers, 1,000 idle shards ---------------------------------------------
+    async def idle(self, contender: Contender) -> dict[str, Any]:
+        """Two workers share 1,000 shards that receive nothing: once every lease is held and
+        20 s more have passed, their CPU, GetRecords and lease-table calls over `measure`."""
+        shards, measure = 1000, (30 if self.quick else 120)
+        source = ReplaySource(f"peers-idle-{contender.name}", shards, self.moto_url)
+        runner, endpoint = await self.bench.serve(source)
+        index = f"peers-idle-{contender.name}"
+        fleet = [self.start(contender, endpoint, source, index) for _ in range(2)]
+        try:
+            for worker in fleet:
+                await worker.started()
+            async with aiohttp.ClientSession() as http:
+                waited, held = await self.wait_held(
+                    fleet, contender.prefix, shards, http, limit=300 if self.quick else 600
+                )
+                await asyncio.sleep(20)
+                cpu = [w.cpu_seconds() for w in fleet]
+                calls, leases = source.get_records_calls, Counter(source.lease_calls)
+                started = time.monotonic()
+                await asyncio.sleep(measure)
+                elapsed = time.monotonic() - started
+                busy = [(w.cpu_seconds() - c) / elapsed for w, c in zip(fleet, cpu, strict=True)]
+                polls = (source.get_records_calls - calls) / elapsed
+                lease_calls = Counter(source.lease_calls)
+                lease_calls.subtract(leases)
+                held_after = await self.held(fleet, contender.prefix, http)
+                rss = [w.peak_rss_mb() for w in fleet]
+        finally:
+            await asyncio.gather(*(worker.stopped() for worker in fleet))
+            await runner.cleanup()
+        per_hour = 3600 / elapsed
+        writes = sum(lease_calls[a] for a in ("UpdateItem", "PutItem", "DeleteItem"))
+        return {
+            "idle_shards": shards,
+            "workers": len(fleet),
+            "all_leases_held_after_seconds": waited,
+            "leases_held_at_start_and_end": [held, held_after],
+            "seconds_measured": round(elapsed),
+            "cpu_percent_of_one_core_per_worker": [round(b * 100, 1) for b in busy],
+            "get_records_per_idle_shard_hour": round(polls * 3600 / shards),
+            "lease_table_writes_per_hour": round(writes * per_hour),
+            "lease_table_calls_per_hour": {
+                a: round(n * per_hour) for a, n in sorted(lease_calls.items()) if n
+            },
+            "peak_rss_mb_per_worker": rss,
+        }
+
+    # --- failover after kill -9 -----------------------------------------------------------
+    async def failover(self, contender: Contender) -> dict[str, Any]:
+        """Two workers share 8 shards while records arrive at 200/s; the one holding more
+        leases is killed with SIGKILL; how long until the other holds every lease."""
+        shards = 8
+        source = ReplaySource(f"peers-fo-{contender.name}", shards, self.moto_url)
+        runner, endpoint = await self.bench.serve(source)
+        index = f"peers-fo-{contender.name}"
+        fleet = [self.start(contender, endpoint, source, index) for _ in range(2)]
+        generator = asyncio.create_task(source.live(200, 3600))
+        try:
+            for worker in fleet:
+                await worker.started()
+            async with aiohttp.ClientSession() as http:
+                spread_after, held = await self.wait_held(
+                    fleet, contender.prefix, shards, http, limit=240, spread=True
+                )
+                await asyncio.sleep(5)
+                held = await self.held(fleet, contender.prefix, http)
+                victim = held.index(max(held))
+                survivor = fleet[1 - victim]
+                fleet[victim].process.send_signal(signal.SIGKILL)
+                killed = time.monotonic()
+                taken, _ = await self.wait_held([survivor], contender.prefix, shards, http, 300)
+        finally:
+            generator.cancel()
+            await asyncio.gather(*(worker.stopped() for worker in fleet))
+            await runner.cleanup()
+            await self.drop(index)
+        return {
+            "workers": 2,
+            "shards": shards,
+            "both_holding_leases_after_seconds": spread_after,
+            "victim_held": held[victim],
+            "survivor_holds_all_after_seconds": round(time.monotonic() - killed, 1)
+            if taken
+            else None,
+            "failover_setting_seconds": FAILOVER_SECONDS,
+        }
+
+
+CONTENDERS = {
+    "streamsync": Contender("streamsync", "streamsync"),
+    "kcl": Contender("kcl", "kcl_peer", idle_millis=1000),  # KCL 1.x's default
+    "kcl-500": Contender("kcl-500", "kcl_peer", idle_millis=500),  # the adapter's advice
+}
+SECTIONS = ["throughput", "latency", "idle", "failover"]
+
+
+def render(results: dict[str, Any], names: list[str]) -> str:
+    """One row per figure, one column per contender."""
+    rows: list[list[str]] = [["figure", *names]]
+    for section, by_name in results.items():
+        if section == "environment":
+            continue
+        keys: list[str] = []
+        for figures in by_name.values():
+            keys += [k for k in figures if k not in keys]
+        for key in keys:
+            cells = [str(by_name.get(n, {}).get(key, "")) for n in names]
+            rows.append([f"{section}.{key}", *cells])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+async def run_all(sections: list[str], names: list[str], quick: bool, work: Path) -> dict[str, Any]:
+    build = build_peer()
+    results: dict[str, Any] = {
+        "environment": {
+            "peer": "dynamodb-streams-kinesis-adapter 1.6.1, amazon-kinesis-client 1.14.9, "
+            "aws-java-sdk 1.12.710, elasticsearch-rest-client 8.19.21",
+            "peer_jvm": f"{java_home()} {' '.join(PEER_JVM_OPTIONS)}",
+            "peer_build": str(build.relative_to(ROOT)),
+        }
+    }
+    with Services() as services:
+        bench = Bench(services, quick, work)
+        peers = PeerBench(bench, build, services.es_url, quick)
+        plan: list[tuple[str, Callable[[Contender], Awaitable[dict[str, Any]]]]] = []
+        if "throughput" in sections:
+            for shards in (8, 16):
+                plan.append(
+                    (f"throughput_{shards}_shards", partial(peers.throughput, shards=shards))
+                )
+        plan += [(s, getattr(peers, s)) for s in sections if s != "throughput"]
+        for section, measure in plan:
+            results[section] = {}
+            for name in names:  # contenders alternate within each figure: drift hits all
+                started = time.monotonic()
+                results[section][name] = await measure(CONTENDERS[name])
+                results[section][name]["bench_seconds"] = round(time.monotonic() - started, 1)
+                (work / "peers.json").write_text(json.dumps(results, indent=2))
+            print(render({section: results[section]}, names), flush=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS)
+    parser.add_argument("--peers", nargs="*", choices=list(CONTENDERS))
+    args = parser.parse_args()
+    work = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    names = args.peers or list(CONTENDERS)
+    results = asyncio.run(run_all(args.only or SECTIONS, names, args.quick, work))
+    print("\n" + render(results, names))
+    print(f"\nresults: {(work / 'peers.json').relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
