@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -132,8 +133,11 @@ def total(metrics: dict[str, float], name: str) -> float:
 
 
 class PeerBench:
-    def __init__(self, bench: Bench, build: Path, es_url: str, quick: bool) -> None:
+    def __init__(
+        self, bench: Bench, build: Path, es_url: str, quick: bool, py_spy: str | None = None
+    ) -> None:
         self.bench = bench
+        self.py_spy = py_spy
         self.build = build
         self.es_url = es_url
         self.quick = quick
@@ -200,6 +204,27 @@ class PeerBench:
                     raise SystemExit(f"worker exited: {worker._log_path.read_text()[-3000:]}")
             await asyncio.sleep(0.5)
 
+    @contextlib.contextmanager
+    def profiled(self, contender: Contender, worker: Worker, what: str) -> Iterator[None]:
+        """With --py-spy, samples a streamsync worker while the block runs (py-spy pauses the
+        process at each sample: a profiled run's figures are not the benchmark's)."""
+        if not self.py_spy or contender.prefix != "streamsync":
+            yield
+            return
+        pid = str(worker.process.pid)
+        out = self.bench.work / f"profile-{what}-{pid}.txt"
+        spy = subprocess.Popen(
+            [self.py_spy, "record", "-r", "100", "-f", "raw", "-o", str(out), "-p", pid],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            print(f"bench-peers: profile of streamsync ({what}): {out}", file=sys.stderr)
+
     # --- throughput and CPU per 1,000 records --------------------------------------------
     async def throughput(self, contender: Contender, shards: int) -> dict[str, Any]:
         """The stream holds `records` records before the worker starts; the first `warmup`
@@ -221,8 +246,9 @@ class PeerBench:
                 await asyncio.sleep(self.warmup)
                 base = total(await worker.metrics(http), name)
                 started, cpu = time.monotonic(), worker.cpu_seconds()
-                while (done := total(await worker.metrics(http), name)) < records:
-                    await asyncio.sleep(0.05)
+                with self.profiled(contender, worker, f"throughput-{shards}"):
+                    while (done := total(await worker.metrics(http), name)) < records:
+                        await asyncio.sleep(0.05)
                 elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
                 rss = worker.peak_rss_mb()
         finally:
@@ -305,7 +331,8 @@ class PeerBench:
                 cpu = [w.cpu_seconds() for w in fleet]
                 calls, leases = source.get_records_calls, Counter(source.lease_calls)
                 started = time.monotonic()
-                await asyncio.sleep(measure)
+                with self.profiled(contender, fleet[0], "idle"):
+                    await asyncio.sleep(measure)
                 elapsed = time.monotonic() - started
                 busy = [(w.cpu_seconds() - c) / elapsed for w, c in zip(fleet, cpu, strict=True)]
                 polls = (source.get_records_calls - calls) / elapsed
@@ -398,7 +425,9 @@ def render(results: dict[str, Any], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-async def run_all(sections: list[str], names: list[str], quick: bool, work: Path) -> dict[str, Any]:
+async def run_all(
+    sections: list[str], names: list[str], quick: bool, work: Path, py_spy: str | None
+) -> dict[str, Any]:
     build = build_peer()
     results: dict[str, Any] = {
         "environment": {
@@ -410,7 +439,7 @@ async def run_all(sections: list[str], names: list[str], quick: bool, work: Path
     }
     with Services() as services:
         bench = Bench(services, quick, work)
-        peers = PeerBench(bench, build, services.es_url, quick)
+        peers = PeerBench(bench, build, services.es_url, quick, py_spy)
         plan: list[tuple[str, Callable[[Contender], Awaitable[dict[str, Any]]]]] = []
         if "throughput" in sections:
             for shards in (8, 16):
@@ -434,11 +463,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--only", nargs="*", choices=SECTIONS)
     parser.add_argument("--peers", nargs="*", choices=list(CONTENDERS))
+    parser.add_argument(
+        "--py-spy", metavar="PATH", help="profile streamsync's workers with this py-spy binary"
+    )
     args = parser.parse_args()
     work = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     names = args.peers or list(CONTENDERS)
-    results = asyncio.run(run_all(args.only or SECTIONS, names, args.quick, work))
+    sections = args.only or SECTIONS
+    results = asyncio.run(run_all(sections, names, args.quick, work, args.py_spy))
     print("\n" + render(results, names))
     print(f"\nresults: {(work / 'peers.json').relative_to(ROOT)}")
     return 0
