@@ -1,9 +1,10 @@
-"""`make bench-peers`: streamsync head to head with a KCL 1.x + DynamoDB Streams Kinesis Adapter
-worker (bench/peers/kcl), on the same machine, stream, lease table and Elasticsearch node.
+"""`make bench-peers`: streamsync head to head with the KCL + DynamoDB Streams Kinesis Adapter
+worker (bench/peers: KCL 1.x in kcl, KCL 3.x in kcl3), on the same machine, stream, lease table
+and Elasticsearch node.
 
     python bench/run_peers.py [--quick] [--only NAME ...] [--peers NAME ...]
 
-Builds the peer once with Maven (cached in ~/.m2, the build under .work/kcl-peer), starts its own
+Builds the peers once with Maven (cached in ~/.m2, the builds under .work/kcl-peers), starts its own
 Elasticsearch node and moto server (bench/run.py's Services), serves the stream from
 bench/replay_server.py to both workers, and measures each the same way: throughput and process
 CPU per 1,000 records on 8 and 16 shards, creation-to-acknowledgement latency at 1,000 records/s,
@@ -42,8 +43,8 @@ from bench.replay_server import ReplaySource
 from bench.run import Bench, Services, Worker, _histogram_quantiles
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_SOURCES = ROOT / "bench" / "peers" / "kcl"
-PEER_BUILDS = ROOT / ".work" / "kcl-peer"
+PEERS = ROOT / "bench" / "peers"
+PEER_BUILDS = ROOT / ".work" / "kcl-peers"
 JDK17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 # The JVM's heap bound for the peer: what a team would set for a container beside a 512 MB
 # Elasticsearch; the rest of the JVM's settings are its defaults (G1 on 2 CPUs).
@@ -63,55 +64,73 @@ def java_home() -> Path:
     )
 
 
-def build_peer() -> Path:
-    """Builds bench/peers/kcl once per version of its sources; returns the build directory
-    (kcl-peer.jar and lib/)."""
-    files = sorted(p for p in PEER_SOURCES.rglob("*") if p.is_file() and "target" not in p.parts)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(PEER_SOURCES)).encode() + b"\0" + path.read_bytes())
-    build = PEER_BUILDS / digest.hexdigest()[:12]
-    if (build / "kcl-peer.jar").exists():
+@dataclass(frozen=True)
+class Peer:
+    """A Maven module under bench/peers (with the sources in bench/peers/common) and its main."""
+
+    module: str
+    main_class: str
+
+    def build(self) -> Path:
+        """Builds the module once per version of its sources and common's; returns the build
+        directory (<module>-peer.jar and lib/)."""
+        digest = hashlib.sha256()
+        for root in (PEERS / "common", PEERS / self.module):
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                if "target" not in path.relative_to(root).parts:
+                    digest.update(str(path.relative_to(PEERS)).encode() + b"\0")
+                    digest.update(path.read_bytes())
+        build = PEER_BUILDS / f"{self.module}-{digest.hexdigest()[:12]}"
+        if self.jar(build).exists():
+            return build
+        if shutil.which("mvn") is None:
+            raise SystemExit(
+                "bench-peers: Maven builds the KCL peers; install it (apt install maven)"
+            )
+        partial = Path(f"{build}.partial.{os.getpid()}")
+        log = PEER_BUILDS / f"build-{self.module}.log"
+        PEER_BUILDS.mkdir(parents=True, exist_ok=True)
+        print(f"bench-peers: building bench/peers/{self.module} (log: {log})", file=sys.stderr)
+        with log.open("w") as out:
+            built = subprocess.run(
+                ["mvn", "-B", "-q", "package", f"-Dbuild.dir={partial}"],
+                cwd=PEERS / self.module,
+                env={**os.environ, "JAVA_HOME": str(java_home())},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if built.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise SystemExit(
+                f"bench-peers: Maven could not build bench/peers/{self.module} (log: {log}); "
+                "check the network to Maven Central (proxy: ~/.m2/settings.xml)"
+            )
+        try:
+            partial.rename(build)
+        except OSError:  # another run built it meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
         return build
-    if shutil.which("mvn") is None:
-        raise SystemExit("bench-peers: Maven builds the KCL peer; install it (apt install maven)")
-    partial = Path(f"{build}.partial.{os.getpid()}")
-    log = PEER_BUILDS / "build.log"
-    PEER_BUILDS.mkdir(parents=True, exist_ok=True)
-    print(f"bench-peers: building the KCL peer with Maven (log: {log})", file=sys.stderr)
-    with log.open("w") as out:
-        built = subprocess.run(
-            ["mvn", "-B", "-q", "package", f"-Dbuild.dir={partial}"],
-            cwd=PEER_SOURCES,
-            env={**os.environ, "JAVA_HOME": str(java_home())},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if built.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise SystemExit(
-            f"bench-peers: Maven could not build bench/peers/kcl (log: {log}); check the "
-            "network to Maven Central (proxy: ~/.m2/settings.xml)"
-        )
-    try:
-        partial.rename(build)
-    except OSError:  # another run built it meanwhile
-        shutil.rmtree(partial, ignore_errors=True)
-    return build
+
+    def jar(self, build: Path) -> Path:
+        return build / f"{self.module}-peer.jar"
+
+
+KCL1 = Peer("kcl", "streamsync.peer.kcl.KclPeer")
+KCL3 = Peer("kcl3", "streamsync.peer.kcl3.Kcl3Peer")
 
 
 class PeerWorker(Worker):
     """A KCL peer process, read like a streamsync worker: same start-up line, /metrics, /proc."""
 
-    def __init__(self, build: Path, log: Path, arguments: dict[str, str]) -> None:
+    def __init__(self, peer: Peer, build: Path, log: Path, arguments: dict[str, str]) -> None:
         self._log_path = log
         self._log = log.open("w")
         command = [
             str(java_home() / "bin" / "java"),
             *PEER_JVM_OPTIONS,
             "-cp",
-            f"{build / 'kcl-peer.jar'}:{build / 'lib'}/*",
-            "streamsync.peer.kcl.KclPeer",
+            f"{peer.jar(build)}:{build / 'lib'}/*",
+            peer.main_class,
         ]
         for name, value in arguments.items():
             command += [f"--{name}", value]
@@ -125,6 +144,7 @@ class Contender:
 
     name: str
     prefix: str
+    peer: Peer | None = None  # None: streamsync
     idle_millis: int = 0  # the KCL peer's idleTimeBetweenReadsInMillis
 
 
@@ -134,11 +154,16 @@ def total(metrics: dict[str, float], name: str) -> float:
 
 class PeerBench:
     def __init__(
-        self, bench: Bench, build: Path, es_url: str, quick: bool, py_spy: str | None = None
+        self,
+        bench: Bench,
+        builds: dict[Peer, Path],
+        es_url: str,
+        quick: bool,
+        py_spy: str | None = None,
     ) -> None:
         self.bench = bench
         self.py_spy = py_spy
-        self.build = build
+        self.builds = builds
         self.es_url = es_url
         self.quick = quick
         self.runs = 0
@@ -151,12 +176,13 @@ class PeerBench:
         """A worker of `contender` on `source`'s stream (served at `endpoint`, which also
         forwards the lease table to moto), indexing into `index`."""
         self.runs += 1
-        if contender.prefix == "streamsync":
+        if contender.peer is None:
             config = self.bench.config(endpoint, source.table, index)
             return self.bench.worker(config)
         log = self.bench.work / f"{contender.name}-{self.runs}-{time.monotonic_ns()}.log"
         return PeerWorker(
-            self.build,
+            contender.peer,
+            self.builds[contender.peer],
             log,
             {
                 "stream-arn": source.stream_arn,
@@ -402,8 +428,10 @@ class PeerBench:
 
 CONTENDERS = {
     "streamsync": Contender("streamsync", "streamsync"),
-    "kcl": Contender("kcl", "kcl_peer", idle_millis=1000),  # KCL 1.x's default
-    "kcl-500": Contender("kcl-500", "kcl_peer", idle_millis=500),  # the adapter's advice
+    "kcl": Contender("kcl", "kcl_peer", KCL1, idle_millis=1000),  # KCL 1.x's default
+    "kcl-500": Contender("kcl-500", "kcl_peer", KCL1, idle_millis=500),  # the adapter's advice
+    # Adapter 2.x's DynamoDBStreamsPollingConfig default (KCL 3.x's own is 1,500 ms).
+    "kcl3": Contender("kcl3", "kcl_peer", KCL3, idle_millis=1000),
 }
 SECTIONS = ["throughput", "latency", "idle", "failover"]
 
@@ -428,18 +456,21 @@ def render(results: dict[str, Any], names: list[str]) -> str:
 async def run_all(
     sections: list[str], names: list[str], quick: bool, work: Path, py_spy: str | None
 ) -> dict[str, Any]:
-    build = build_peer()
+    peers_used = {c.peer for n in names if (c := CONTENDERS[n]).peer is not None}
+    builds = {peer: peer.build() for peer in peers_used}
     results: dict[str, Any] = {
         "environment": {
-            "peer": "dynamodb-streams-kinesis-adapter 1.6.1, amazon-kinesis-client 1.14.9, "
+            "kcl": "dynamodb-streams-kinesis-adapter 1.6.1, amazon-kinesis-client 1.14.9, "
             "aws-java-sdk 1.12.710, elasticsearch-rest-client 8.19.21",
+            "kcl3": "dynamodb-streams-kinesis-adapter 2.0.1, amazon-kinesis-client 3.1.1, "
+            "aws-sdk-java-v2 2.32.0, elasticsearch-rest-client 8.19.21",
             "peer_jvm": f"{java_home()} {' '.join(PEER_JVM_OPTIONS)}",
-            "peer_build": str(build.relative_to(ROOT)),
+            "peer_builds": {p.module: str(b.relative_to(ROOT)) for p, b in builds.items()},
         }
     }
     with Services() as services:
         bench = Bench(services, quick, work)
-        peers = PeerBench(bench, build, services.es_url, quick, py_spy)
+        peers = PeerBench(bench, builds, services.es_url, quick, py_spy)
         plan: list[tuple[str, Callable[[Contender], Awaitable[dict[str, Any]]]]] = []
         if "throughput" in sections:
             for shards in (8, 16):
@@ -469,7 +500,7 @@ def main() -> int:
     args = parser.parse_args()
     work = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    names = args.peers or list(CONTENDERS)
+    names = args.peers or ["streamsync", "kcl", "kcl-500"]
     sections = args.only or SECTIONS
     results = asyncio.run(run_all(sections, names, args.quick, work, args.py_spy))
     print("\n" + render(results, names))

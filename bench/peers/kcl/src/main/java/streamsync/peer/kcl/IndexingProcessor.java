@@ -15,6 +15,9 @@ import com.amazonaws.services.kinesis.clientlibrary.types.ProcessRecordsInput;
 import com.amazonaws.services.kinesis.clientlibrary.types.ShutdownInput;
 import com.amazonaws.services.kinesis.model.Record;
 import java.util.ArrayList;
+import streamsync.peer.BulkIndexer;
+import streamsync.peer.PeerMetrics;
+import streamsync.peer.VersionClock;
 import java.util.Base64;
 import java.util.List;
 import java.util.Map;
@@ -24,9 +27,7 @@ import java.util.logging.Logger;
 /**
  * The record processor of one shard: each batch KCL hands over becomes one bulk request, then the
  * shard is checkpointed at the batch's last record. The document id joins the item's key values
- * (sorted by attribute name); the external version is Data Prepper's: the change's creation second
- * times a million plus the changes this shard has seen in that second (DynamoDB sequence numbers,
- * 21 to 40 digits, do not fit Elasticsearch's long versions).
+ * (sorted by attribute name); the external version comes from {@link VersionClock}.
  */
 final class IndexingProcessor implements IRecordProcessor {
     private static final Logger LOG = Logger.getLogger(IndexingProcessor.class.getName());
@@ -34,9 +35,8 @@ final class IndexingProcessor implements IRecordProcessor {
 
     private final BulkIndexer indexer;
     private final PeerMetrics metrics;
+    private final VersionClock versions = new VersionClock();
     private String shardId = "";
-    private long second = -1;
-    private long seenThisSecond;
 
     IndexingProcessor(BulkIndexer indexer, PeerMetrics metrics) {
         this.indexer = indexer;
@@ -58,10 +58,10 @@ final class IndexingProcessor implements IRecordProcessor {
             long created = data.getApproximateCreationDateTime().getTime();
             String id = documentId(data.getKeys());
             if ("REMOVE".equals(change.getEventName())) {
-                actions.add(new BulkIndexer.Action(true, id, version(created), null, created));
+                actions.add(new BulkIndexer.Action(true, id, versions.next(created), null, created));
             } else {
                 String source = ItemUtils.toItem(data.getNewImage()).toJSON();
-                actions.add(new BulkIndexer.Action(false, id, version(created), source, created));
+                actions.add(new BulkIndexer.Action(false, id, versions.next(created), source, created));
             }
         }
         try {
@@ -79,15 +79,6 @@ final class IndexingProcessor implements IRecordProcessor {
         if (input.getShutdownReason() == ShutdownReason.TERMINATE) {
             checkpoint(input.getCheckpointer()); // shard end: lets the children start
         }
-    }
-
-    private long version(long createdMillis) {
-        long now = createdMillis / 1000;
-        if (now != second) {
-            second = now;
-            seenThisSecond = 0;
-        }
-        return second * 1_000_000 + seenThisSecond++;
     }
 
     static String documentId(Map<String, AttributeValue> keys) {

@@ -15,12 +15,12 @@ import com.amazonaws.services.kinesis.clientlibrary.lib.worker.KinesisClientLibC
 import com.amazonaws.services.kinesis.clientlibrary.lib.worker.ParentsFirstShardPrioritization;
 import com.amazonaws.services.kinesis.clientlibrary.lib.worker.Worker;
 import com.amazonaws.services.kinesis.metrics.impl.NullMetricsFactory;
-import java.util.HashMap;
-import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
-import org.apache.http.HttpHost;
 import org.elasticsearch.client.RestClient;
+import streamsync.peer.BulkIndexer;
+import streamsync.peer.PeerMetrics;
+import streamsync.peer.PeerOptions;
 
 /**
  * A KCL 1.x worker with the DynamoDB Streams Kinesis Adapter that indexes a table's stream into
@@ -39,13 +39,13 @@ public final class KclPeer {
     private KclPeer() {}
 
     public static void main(String[] args) throws Exception {
-        Map<String, String> options = parse(args);
+        PeerOptions options = new PeerOptions(args);
         String region = "us-east-1";
         AWSCredentialsProvider credentials =
                 new AWSStaticCredentialsProvider(new BasicAWSCredentials("bench", "bench"));
         AmazonDynamoDBStreams streams = AmazonDynamoDBStreamsClientBuilder.standard()
                 .withCredentials(credentials)
-                .withEndpointConfiguration(new EndpointConfiguration(required(options, "streams-endpoint"), region))
+                .withEndpointConfiguration(new EndpointConfiguration(options.required("streams-endpoint"), region))
                 .build();
         AmazonDynamoDBStreamsAdapterClient adapter = new AmazonDynamoDBStreamsAdapterClient(streams);
         // The records are read through getInternalObject(); their JSON copy would only feed
@@ -53,25 +53,22 @@ public final class KclPeer {
         adapter.setGenerateRecordBytes(false);
         AmazonDynamoDB leases = AmazonDynamoDBClientBuilder.standard()
                 .withCredentials(credentials)
-                .withEndpointConfiguration(new EndpointConfiguration(required(options, "dynamodb-endpoint"), region))
+                .withEndpointConfiguration(new EndpointConfiguration(options.required("dynamodb-endpoint"), region))
                 .build();
 
-        String workerId = options.getOrDefault("worker-id", "kcl-peer-" + UUID.randomUUID());
+        String workerId = options.get("worker-id", "kcl-peer-" + UUID.randomUUID());
         KinesisClientLibConfiguration config = new KinesisClientLibConfiguration(
-                        required(options, "application"), required(options, "stream-arn"), credentials, workerId)
+                        options.required("application"), options.required("stream-arn"), credentials, workerId)
                 .withRegionName(region)
                 .withInitialPositionInStream(InitialPositionInStream.TRIM_HORIZON)
                 .withMaxRecords(1000)
-                .withIdleTimeBetweenReadsInMillis(Long.parseLong(options.getOrDefault("idle-millis", "1000")))
-                .withFailoverTimeMillis(Long.parseLong(options.getOrDefault("failover-millis", "10000")))
+                .withIdleTimeBetweenReadsInMillis(Long.parseLong(options.get("idle-millis", "1000")))
+                .withFailoverTimeMillis(Long.parseLong(options.get("failover-millis", "10000")))
                 .withShardPrioritizationStrategy(new ParentsFirstShardPrioritization(1));
 
-        int connections = Integer.parseInt(options.getOrDefault("max-connections", "32"));
-        RestClient elasticsearch = RestClient.builder(HttpHost.create(required(options, "elasticsearch")))
-                .setHttpClientConfigCallback(http -> http.setMaxConnPerRoute(connections).setMaxConnTotal(connections))
-                .build();
+        RestClient elasticsearch = options.elasticsearch();
         PeerMetrics metrics = new PeerMetrics();
-        BulkIndexer indexer = new BulkIndexer(elasticsearch, required(options, "index"), metrics);
+        BulkIndexer indexer = new BulkIndexer(elasticsearch, options.required("index"), metrics);
 
         Worker worker = StreamsWorkerFactory.createDynamoDbStreamsWorker(
                 () -> new IndexingProcessor(indexer, metrics), config, adapter, leases, new NullMetricsFactory(), null);
@@ -82,29 +79,8 @@ public final class KclPeer {
                 worker.shutdown();
             }
         }));
-        int port = metrics.serve();
-        System.out.println("{\"message\":\"started\",\"http_port\":" + port + ",\"worker_id\":\"" + workerId + "\"}");
-        System.out.flush();
+        PeerOptions.announce(metrics, workerId);
         worker.run();
         elasticsearch.close();
-    }
-
-    private static Map<String, String> parse(String[] args) {
-        Map<String, String> options = new HashMap<>();
-        for (int i = 0; i + 1 < args.length; i += 2) {
-            if (!args[i].startsWith("--")) {
-                throw new IllegalArgumentException("expected --name value, got " + args[i]);
-            }
-            options.put(args[i].substring(2), args[i + 1]);
-        }
-        return options;
-    }
-
-    private static String required(Map<String, String> options, String name) {
-        String value = options.get(name);
-        if (value == null) {
-            throw new IllegalArgumentException("--" + name + " is required");
-        }
-        return value;
     }
 }

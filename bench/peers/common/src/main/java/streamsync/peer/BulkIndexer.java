@@ -1,4 +1,4 @@
-package streamsync.peer.kcl;
+package streamsync.peer;
 
 import com.fasterxml.jackson.core.io.JsonStringEncoder;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -23,7 +23,7 @@ import org.elasticsearch.client.RestClient;
  * back-off until they are taken (KCL 1.x logs an exception from processRecords and moves on, so
  * giving up would lose the batch), other item errors (a mapping error) counted and logged.
  */
-final class BulkIndexer {
+public final class BulkIndexer {
     private static final Logger LOG = Logger.getLogger(BulkIndexer.class.getName());
     private static final ContentType NDJSON = ContentType.create("application/x-ndjson", StandardCharsets.UTF_8);
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -31,20 +31,20 @@ final class BulkIndexer {
     private static final long MAX_BACKOFF_MILLIS = 10_000;
 
     /** One change: an index (with the new image as JSON) or a delete, and when it was made. */
-    record Action(boolean delete, String id, long version, String source, long createdMillis) {}
+    public record Action(boolean delete, String id, long version, String source, long createdMillis) {}
 
     private final RestClient client;
     private final String index;
     private final PeerMetrics metrics;
 
-    BulkIndexer(RestClient client, String index, PeerMetrics metrics) {
+    public BulkIndexer(RestClient client, String index, PeerMetrics metrics) {
         this.client = client;
         this.index = index;
         this.metrics = metrics;
     }
 
     /** Returns once every action is acknowledged (or refused for good). */
-    void index(List<Action> actions) throws InterruptedException {
+    public void index(List<Action> actions) throws InterruptedException {
         List<Action> pending = actions;
         long backoff = FIRST_BACKOFF_MILLIS;
         while (!pending.isEmpty()) {

@@ -1,4 +1,4 @@
-package streamsync.peer.kcl;
+package streamsync.peer;
 
 import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
@@ -16,20 +16,20 @@ import java.util.concurrent.atomic.DoubleAdder;
  * from a change's creation to its acknowledgement by Elasticsearch, in the same buckets as
  * streamsync's histogram (so both quantiles are interpolated alike).
  */
-final class PeerMetrics {
+public final class PeerMetrics {
     /** streamsync's LATENCY_BUCKETS (streamsync/observability/metrics.py). */
     private static final double[] BUCKETS = {
         0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300
     };
 
-    final AtomicLong documentsIndexed = new AtomicLong();
-    final AtomicLong documentsFailed = new AtomicLong();
-    final AtomicLong bulkRetries = new AtomicLong();
-    final AtomicInteger leasesHeld = new AtomicInteger();
+    public final AtomicLong documentsIndexed = new AtomicLong();
+    public final AtomicLong documentsFailed = new AtomicLong();
+    public final AtomicLong bulkRetries = new AtomicLong();
+    public final AtomicInteger leasesHeld = new AtomicInteger();
     private final AtomicLongArray lagBuckets = new AtomicLongArray(BUCKETS.length + 1);
     private final DoubleAdder lagSum = new DoubleAdder();
 
-    void observeLag(double seconds) {
+    public void observeLag(double seconds) {
         int i = 0;
         while (i < BUCKETS.length && seconds > BUCKETS[i]) {
             i++;
@@ -39,7 +39,7 @@ final class PeerMetrics {
     }
 
     /** Serves /metrics on 127.0.0.1 at a free port; returns the port. */
-    int serve() throws IOException {
+    public int serve() throws IOException {
         HttpServer server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
         server.createContext("/metrics", exchange -> {
             byte[] body = render().getBytes(StandardCharsets.UTF_8);
