@@ -436,7 +436,7 @@ CONTENDERS = {
 SECTIONS = ["throughput", "latency", "idle", "failover"]
 
 
-def render(results: dict[str, Any], names: list[str]) -> str:
+def table(results: dict[str, Any], names: list[str]) -> list[list[str]]:
     """One row per figure, one column per contender."""
     rows: list[list[str]] = [["figure", *names]]
     for section, by_name in results.items():
@@ -448,9 +448,21 @@ def render(results: dict[str, Any], names: list[str]) -> str:
         for key in keys:
             cells = [str(by_name.get(n, {}).get(key, "")) for n in names]
             rows.append([f"{section}.{key}", *cells])
+    return rows
+
+
+def render(results: dict[str, Any], names: list[str]) -> str:
+    rows = table(results, names)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any], names: list[str]) -> str:
+    rows = table(results, names)
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + " --- |" * len(rows[0]))
+    return "\n".join(lines) + "\n"
 
 
 async def run_all(
@@ -504,6 +516,7 @@ def main() -> int:
     sections = args.only or SECTIONS
     results = asyncio.run(run_all(sections, names, args.quick, work, args.py_spy))
     print("\n" + render(results, names))
+    (work / "peers.md").write_text(markdown(results, names))
     print(f"\nresults: {(work / 'peers.json').relative_to(ROOT)}")
     return 0
 
