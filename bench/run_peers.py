@@ -255,7 +255,7 @@ class PeerBench:
     async def throughput(self, contender: Contender, shards: int) -> dict[str, Any]:
         """The stream holds `records` records before the worker starts; the first `warmup`
         seconds after the first acknowledgement are discarded, the rest timed to the last."""
-        records = 40_000 if self.quick else 120_000
+        records = 60_000 if self.quick else 120_000
         source = ReplaySource(f"peers-tp-{contender.name}-{shards}", shards, self.moto_url)
         source.add(records, created=time.time())
         runner, endpoint = await self.bench.serve(source)
@@ -296,7 +296,7 @@ class PeerBench:
         """Records written live at 1,000/s into 8 shards, each stamped with its creation time;
         the worker's own histogram of creation-to-acknowledgement (same buckets for both),
         without the warm-up's records."""
-        rate, measure, shards = 1000, (20 if self.quick else 60), 8
+        rate, measure, shards = 1000, (20 if self.quick else 40), 8
         source = ReplaySource(f"peers-lat-{contender.name}", shards, self.moto_url)
         runner, endpoint = await self.bench.serve(source)
         index = f"peers-lat-{contender.name}"
@@ -341,7 +341,7 @@ class PeerBench:
     async def idle(self, contender: Contender) -> dict[str, Any]:
         """Two workers share 1,000 shards that receive nothing: once every lease is held and
         20 s more have passed, their CPU, GetRecords and lease-table calls over `measure`."""
-        shards, measure = 1000, (30 if self.quick else 120)
+        shards, measure = 1000, (30 if self.quick else 60)
         source = ReplaySource(f"peers-idle-{contender.name}", shards, self.moto_url)
         runner, endpoint = await self.bench.serve(source)
         index = f"peers-idle-{contender.name}"
