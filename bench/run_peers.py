@@ -273,7 +273,13 @@ class PeerBench:
                 base = total(await worker.metrics(http), name)
                 started, cpu = time.monotonic(), worker.cpu_seconds()
                 with self.profiled(contender, worker, f"throughput-{shards}"):
+                    last, moved = base, time.monotonic()
                     while (done := total(await worker.metrics(http), name)) < records:
+                        if done != last:
+                            last, moved = done, time.monotonic()
+                        elif time.monotonic() - moved > 60 or worker.process.poll() is not None:
+                            log = worker._log_path.read_text()[-3000:]
+                            raise SystemExit(f"{contender.name} stalled at {done:.0f}: {log}")
                         await asyncio.sleep(0.05)
                 elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
                 rss = worker.peak_rss_mb()
@@ -351,7 +357,7 @@ class PeerBench:
                 await worker.started()
             async with aiohttp.ClientSession() as http:
                 waited, held = await self.wait_held(
-                    fleet, contender.prefix, shards, http, limit=300 if self.quick else 600
+                    fleet, contender.prefix, shards, http, limit=180
                 )
                 await asyncio.sleep(20)
                 cpu = [w.cpu_seconds() for w in fleet]
@@ -401,7 +407,7 @@ class PeerBench:
                 await worker.started()
             async with aiohttp.ClientSession() as http:
                 spread_after, held = await self.wait_held(
-                    fleet, contender.prefix, shards, http, limit=240, spread=True
+                    fleet, contender.prefix, shards, http, limit=120, spread=True
                 )
                 await asyncio.sleep(5)
                 held = await self.held(fleet, contender.prefix, http)
@@ -409,7 +415,7 @@ class PeerBench:
                 survivor = fleet[1 - victim]
                 fleet[victim].process.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
-                _, after = await self.wait_held([survivor], contender.prefix, shards, http, 300)
+                _, after = await self.wait_held([survivor], contender.prefix, shards, http, 120)
                 took = time.monotonic() - killed
         finally:
             generator.cancel()
