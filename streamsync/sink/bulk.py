@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamsync.config import BulkConfig
 from streamsync.observability.metrics import Metrics
 from streamsync.retry import retry_transient_per_table
-from streamsync.sink.batch import Batch, Entry, Outcome, bulk_body, classify
+from streamsync.sink.batch import Batch, Done, Entry, Outcome, bulk_body, classify
 from streamsync.sink.engine import SearchEngine, SearchError, is_transient
 from streamsync.sink.ports import Ticket
 from streamsync.sink.tombstones import Tombstones
@@ -63,6 +64,11 @@ class BulkIndexer:
         self._config = config
         self._metrics = metrics
         self._on_rejected = on_rejected
+        self._documents = {
+            "stale": metrics.documents_stale,
+            "index": metrics.documents_indexed,
+            "delete": metrics.documents_deleted,
+        }
         lane_size = max(1, config.queue_size // config.max_in_flight)
         self._lanes: list[asyncio.Queue[_Queued | None]] = [
             asyncio.Queue(lane_size) for _ in range(config.max_in_flight)
@@ -183,9 +189,9 @@ class BulkIndexer:
         """Acts on `classify`'s verdict. A rejected entry is acknowledged only once
         `on_rejected` has kept it (its dead letter stored): the checkpoint never passes a
         document that is neither indexed nor kept."""
+        self._count(outcome.done, now)
         for done in outcome.done:
             action = done.entry.action
-            self._count(action, now, stale=done.stale)
             if action.trace is not None:
                 action.trace.stage("indexed", status=done.status, result=done.result)
             _acknowledge(done.entry)
@@ -196,17 +202,24 @@ class BulkIndexer:
             _acknowledge(entry)
         await self._tombstones.bury_again(outcome.created)
 
-    def _count(self, action: Action, now: float, stale: bool = False) -> None:
-        table = action.origin.table
-        if stale:  # a 409 under external versions: the document holds a newer change already
-            self._metrics.documents_stale.labels(table).inc()
-        elif action.op == "index":
-            self._metrics.documents_indexed.labels(table).inc()
-        else:
-            self._metrics.documents_deleted.labels(table).inc()
-        created = action.origin.created_at
-        if created is not None:
-            self._metrics.lag.labels(table).observe(max(now - created, 0.0))
+    def _count(self, settled: list[Done], now: float) -> None:
+        """Counts a bulk answer's documents once per table and kind, and looks each table's lag
+        histogram up once: per document, those lookups cost more than the answer's parsing."""
+        kinds: Counter[tuple[str, str]] = Counter()
+        lags: dict[str, list[float]] = defaultdict(list)
+        for done in settled:
+            origin = done.entry.action.origin
+            # A 409 under external versions: the document holds a newer change already.
+            kind = "stale" if done.stale else done.entry.action.op
+            kinds[(origin.table, kind)] += 1
+            if origin.created_at is not None:
+                lags[origin.table].append(max(now - origin.created_at, 0.0))
+        for (table, counted), count in kinds.items():
+            self._documents[counted].labels(table).inc(count)
+        for table, seconds in lags.items():
+            histogram = self._metrics.lag.labels(table)
+            for value in seconds:
+                histogram.observe(value)
 
     def _note_failure(self, reason: str) -> None:
         self.last_error = reason
