@@ -153,11 +153,16 @@ class BulkConfig(_Section):
 
 
 class PollingConfig(_Section):
-    """How shards are read: a shard that returned records is read again at once; a quiet one
-    is polled less and less often, down to once per `pickup_seconds`."""
+    """How shards are read: a shard that returned a full page is read again at once, one that
+    returned fewer records after `tip_wait_seconds`; a quiet one is polled less and less often,
+    down to once per `pickup_seconds`."""
 
     max_records: int = Field(default=1000, ge=1, le=1000)
     idle_wait_min_seconds: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    tip_wait_seconds: float = Field(default=0.05, ge=0, le=1, allow_inf_nan=False)
+    """The wait after a page that had records but was not full (the reader is at the shard's
+    tip): what arrives meanwhile comes in one page instead of a GetRecords call each. 0 reads
+    again at once: the lowest latency, at the most calls (and CPU) per record."""
     pickup_seconds: float = Field(
         default=2.0,
         allow_inf_nan=False,

@@ -90,6 +90,7 @@ class ShardPoller:
         lease = held.lease
         self._fields = {"table": lease.table, "shard": lease.shard_id}
         metrics.iterator_ages.watch(lease.table, lease.shard_id, self._state.iterator_age)
+        self._records_read = metrics.records_read.labels(lease.table)  # looked up once: per record
 
     @property
     def lease(self) -> Lease:
@@ -157,12 +158,18 @@ class ShardPoller:
             polled_at = now
             if not self._held.usable:  # the call may have outlived the lease
                 return _Outcome.LEASE_GONE
-            read_some = bool(page.records)
+            read = len(page.records)
             await self._take_in(page, sent)
             if page.next_iterator is None:
                 return _Outcome.SHARD_END
             iterator = page.next_iterator
-            wait = 0.0 if read_some else await self._idle(wait, now - sent)
+            if read >= self._polling.max_records:
+                wait = 0.0  # more is waiting
+            elif read:
+                wait = 0.0
+                await self._pause(self._polling.tip_wait_seconds)
+            else:
+                wait = await self._idle(wait, now - sent)
         return _Outcome.STOPPED
 
     async def _next_page(
@@ -215,10 +222,16 @@ class ShardPoller:
             max(wait * 2, self._polling.idle_wait_min_seconds),
             max(self._polling.pickup_seconds - polled_in, 0.0),
         )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._stopping.wait()
+        await self._pause(wait)
         return wait
+
+    async def _pause(self, seconds: float) -> None:
+        """Waits `seconds`, or less if a stop is asked for."""
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _records_lost(self, why: str) -> tuple[_Outcome | None, str | None]:
         """The position to read from fell out of the stream's retention (or the shard is gone):
@@ -310,7 +323,7 @@ class ShardPoller:
                 seq,
                 extra={**self._fields, "sequence_number": str(seq), "lost_before": str(seq)},
             )
-        self._metrics.records_read.labels(self.lease.table).inc()
+        self._records_read.inc()
         version = self._state.version_for(record)
         if version is None:
             return  # created before a LATEST start: not wanted

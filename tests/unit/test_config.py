@@ -111,6 +111,7 @@ def test_the_minimum_example_loads_with_the_documented_defaults(tmp_path: Path) 
     assert config.polling.model_dump() == {
         "max_records": 1000,
         "idle_wait_min_seconds": 0.05,
+        "tip_wait_seconds": 0.05,
         "pickup_seconds": 2.0,
     }
     assert (config.checkpoint_interval_seconds, config.shutdown_grace_seconds) == (1.0, 30)

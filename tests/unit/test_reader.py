@@ -142,3 +142,58 @@ async def test_idle_wait_max_seconds_is_read_as_the_pickup_bound() -> None:
     assert 55 <= stream.get_records_calls <= 70
     reading.stopping.set()
     await reading.task
+
+
+async def test_a_shard_at_its_tip_is_read_every_tip_wait_not_once_per_record() -> None:
+    """Records arriving one every 10 ms: after a page that was not full the reader waits
+    tip_wait_seconds (50 ms), so a GetRecords call brings about five records, instead of a
+    page and an empty call after each (about 400 calls in 10 s). Every record is still indexed
+    within that wait."""
+    stream, leases, sink = services()
+    reading = await start_reading(stream, leases, sink, "shard-1", checkpoint_interval=60)
+    for n in range(1000):
+        write(stream, "shard-1", f"k{n}")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.06)
+    assert all(indexed(sink, f"k{n}") == {"pk": f"k{n}"} for n in range(1000))
+    assert 190 <= stream.get_records_calls <= 210
+    reading.stopping.set()
+    await reading.task
+
+
+async def test_full_pages_are_read_back_to_back() -> None:
+    """A backlog is read at full speed: a full page is followed by the next call at once; only
+    the last, partial page waits for more."""
+    stream, leases, sink = services()
+    for n in range(2500):
+        write(stream, "shard-1", f"k{n}")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reading = await start_reading(
+        stream, leases, sink, "shard-1", checkpoint_interval=60, polling={"max_records": 1000}
+    )
+    while indexed(sink, "k2499") is None:
+        await asyncio.sleep(0.001)
+    assert loop.time() - started < 0.01
+    assert stream.get_records_calls == 3
+    reading.stopping.set()
+    await reading.task
+
+
+async def test_tip_wait_zero_reads_again_at_once() -> None:
+    """tip_wait_seconds: 0 is the eager reader: every page with records is followed by a call at
+    once, which here comes back empty and starts the idle back-off (two calls per 50 ms where
+    the default makes one)."""
+    stream, leases, sink = services()
+    polling = {"tip_wait_seconds": 0}
+    reading = await start_reading(
+        stream, leases, sink, "shard-1", checkpoint_interval=60, polling=polling
+    )
+    for n in range(1000):
+        write(stream, "shard-1", f"k{n}")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.06)
+    assert all(indexed(sink, f"k{n}") is not None for n in range(1000))
+    assert stream.get_records_calls >= 380
+    reading.stopping.set()
+    await reading.task
