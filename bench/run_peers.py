@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,7 +50,13 @@ JDK17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 # The JVM's heap bound for the peer: what a team would set for a container beside a 512 MB
 # Elasticsearch; the rest of the JVM's settings are its defaults (G1 on 2 CPUs).
 PEER_JVM_OPTIONS = ["-Xmx512m"]
-FAILOVER_SECONDS = 10  # streamsync's bench setting and KCL's default failoverTimeMillis
+# How often the harness reads a worker's /metrics while it waits for a count. Parsing the text
+# runs in this process, beside the replay server, and streamsync's page is the longer one: at
+# every 50 ms, the scrapes took 8.7 % of streamsync's own CPU (py-spy) and slowed the stream it
+# was served. 0.2 s bounds a throughput window's error at 0.2 s of 20 or more.
+SCRAPE_SECONDS = 0.2
+FAILOVER_SECONDS = 10
+WARM_NODE_SECONDS = 150  # streamsync's bench setting and KCL's default failoverTimeMillis
 
 
 def java_home() -> Path:
@@ -146,6 +153,17 @@ class Contender:
     prefix: str
     peer: Peer | None = None  # None: streamsync
     idle_millis: int = 0  # the KCL peer's idleTimeBetweenReadsInMillis
+    settings: tuple[tuple[str, Any], ...] = ()  # streamsync's config sections beyond the bench's
+
+
+# What each worker logs when it stops using a lease it held that it did not give up itself:
+# KCL's LeaseRenewer ("Worker … lost lease with key …"), streamsync's reader.
+LEASE_LOST = {"kcl_peer": "lost lease with key", "streamsync": "lease lost or expired"}
+
+
+def leases_lost(fleet: list[Worker], prefix: str) -> int:
+    """Leases the fleet's logs say were lost (expired or taken while held)."""
+    return sum(w._log_path.read_text().count(LEASE_LOST[prefix]) for w in fleet)
 
 
 def total(metrics: dict[str, float], name: str) -> float:
@@ -175,16 +193,20 @@ class PeerBench:
     ) -> Worker:
         """A worker of `contender` on `source`'s stream (served at `endpoint`, which also
         forwards the lease table to moto), indexing into `index`."""
-        self.runs += 1
+        return self.fleet(contender, endpoint, source, index, 1)[0]
+
+    def fleet(
+        self, contender: Contender, endpoint: str, source: ReplaySource, index: str, size: int
+    ) -> list[Worker]:
+        """`size` workers of `contender` sharing one lease table, as `start` starts one."""
         if contender.peer is None:
-            config = self.bench.config(endpoint, source.table, index)
-            return self.bench.worker(config)
-        log = self.bench.work / f"{contender.name}-{self.runs}-{time.monotonic_ns()}.log"
-        return PeerWorker(
-            contender.peer,
-            self.builds[contender.peer],
-            log,
-            {
+            config = self.bench.config(endpoint, source.table, index, **dict(contender.settings))
+            return [self.bench.worker(config) for _ in range(size)]
+        workers: list[Worker] = []
+        for _ in range(size):
+            self.runs += 1
+            log = self.bench.work / f"{contender.name}-{self.runs}-{time.monotonic_ns()}.log"
+            arguments = {
                 "stream-arn": source.stream_arn,
                 "streams-endpoint": endpoint,
                 "dynamodb-endpoint": endpoint,
@@ -194,8 +216,21 @@ class PeerBench:
                 "idle-millis": str(contender.idle_millis),
                 "failover-millis": str(FAILOVER_SECONDS * 1000),
                 "worker-id": f"{contender.name}-{self.runs}",
-            },
-        )
+            }
+            workers.append(PeerWorker(contender.peer, self.builds[contender.peer], log, arguments))
+        return workers
+
+    async def documents_per_bulk(self, index: str) -> float:
+        """Documents indexed per shard-level bulk request into `index` over its whole life (its
+        one shard: ES 8's default), to compare how each worker batches."""
+        es = AsyncElasticsearch(self.es_url, request_timeout=120)
+        try:
+            stats = await es.indices.stats(index=index, metric="bulk,indexing")
+        finally:
+            await es.close()
+        total = stats["_all"]["primaries"]
+        requests = total["bulk"]["total_operations"]
+        return round(total["indexing"]["index_total"] / requests, 1) if requests else 0.0
 
     async def drop(self, index: str) -> None:
         es = AsyncElasticsearch(self.es_url, request_timeout=120)
@@ -216,13 +251,16 @@ class PeerBench:
         http: aiohttp.ClientSession,
         limit: float,
         spread: bool = False,
+        balanced: bool = False,
     ) -> tuple[float, list[int]]:
-        """Waits until the fleet holds every lease (and, with `spread`, every worker some),
-        `limit` seconds at most; returns how long it waited and who holds how many."""
+        """Waits until the fleet holds every lease (with `spread`, every worker some; with
+        `balanced`, each within 2 % of the shards of the others), `limit` seconds at most;
+        returns how long it waited and who holds how many."""
         started = time.monotonic()
         while True:
             held = await self.held(fleet, prefix, http)
             ready = sum(held) == shards and (not spread or min(held) > 0)
+            ready = ready and (not balanced or max(held) - min(held) <= shards // 50)
             if ready or time.monotonic() - started > limit:
                 return round(time.monotonic() - started, 1), held
             for worker in fleet:
@@ -251,11 +289,36 @@ class PeerBench:
             spy.wait(timeout=60)
             print(f"bench-peers: profile of streamsync ({what}): {out}", file=sys.stderr)
 
+    # --- the node's own warm-up ------------------------------------------------------------
+    async def warm_node(self) -> dict[str, Any]:
+        """Loads the same documents into the node with the client's async_bulk (bench/run.py's
+        plain path), round after round for `WARM_NODE_SECONDS`, before anything is measured:
+        a fresh Elasticsearch JVM indexes at half speed or less for its first minutes (JIT),
+        and without this the first contender of a run paid for it (4,101 records/s where the
+        same settings made 6,460 to 8,230 later in the same run). The rounds' rates show it."""
+        source = ReplaySource("peers-warm-node", 8, self.moto_url)
+        source.add(50_000, created=time.time())
+        documents = source.documents()
+        es = AsyncElasticsearch(self.es_url, request_timeout=120)
+        rates: list[int] = []
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < WARM_NODE_SECONDS:
+                seconds = await self.bench._bulk_load(es, async_bulk, "peers-warm-node", documents)
+                rates.append(round(len(documents) / seconds))
+            await es.indices.delete(index="peers-warm-node")
+        finally:
+            await es.close()
+        return {
+            "seconds": round(time.monotonic() - started),
+            "async_bulk_records_per_second": rates,
+        }
+
     # --- throughput and CPU per 1,000 records --------------------------------------------
     async def throughput(self, contender: Contender, shards: int) -> dict[str, Any]:
         """The stream holds `records` records before the worker starts; the first `warmup`
         seconds after the first acknowledgement are discarded, the rest timed to the last."""
-        records = 60_000 if self.quick else 120_000
+        records = 150_000 if self.quick else 400_000
         source = ReplaySource(f"peers-tp-{contender.name}-{shards}", shards, self.moto_url)
         source.add(records, created=time.time())
         runner, endpoint = await self.bench.serve(source)
@@ -268,7 +331,7 @@ class PeerBench:
                 while not (done := total(await worker.metrics(http), name)):
                     if worker.process.poll() is not None:
                         raise SystemExit(f"worker exited: {worker._log_path.read_text()[-3000:]}")
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(SCRAPE_SECONDS)
                 await asyncio.sleep(self.warmup)
                 base = total(await worker.metrics(http), name)
                 started, cpu = time.monotonic(), worker.cpu_seconds()
@@ -280,9 +343,10 @@ class PeerBench:
                         elif time.monotonic() - moved > 60 or worker.process.poll() is not None:
                             log = worker._log_path.read_text()[-3000:]
                             raise SystemExit(f"{contender.name} stalled at {done:.0f}: {log}")
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(SCRAPE_SECONDS)
                 elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
                 rss = worker.peak_rss_mb()
+                per_bulk = await self.documents_per_bulk(index)
         finally:
             await worker.stopped()
             await runner.cleanup()
@@ -295,6 +359,7 @@ class PeerBench:
             "records_per_second": round(timed / elapsed),
             "cpu_seconds_per_1000_records": round(used / timed * 1000, 3),
             "peak_rss_mb": rss,
+            "documents_per_bulk_request": per_bulk,
         }
 
     # --- latency at 1,000 records/s -------------------------------------------------------
@@ -317,15 +382,18 @@ class PeerBench:
                 generator = asyncio.create_task(source.live(rate, self.warmup + measure))
                 await asyncio.sleep(self.warmup)
                 before, cpu = await worker.metrics(http), worker.cpu_seconds()
-                started = time.monotonic()
-                await generator
+                started, calls = time.monotonic(), source.get_records_calls
+                with self.profiled(contender, worker, "latency"):
+                    await generator
                 deadline = time.monotonic() + 30
                 while total(await worker.metrics(http), indexed) < len(source.created):
                     if time.monotonic() > deadline:
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(SCRAPE_SECONDS)
                 after = await worker.metrics(http)
                 elapsed, used = time.monotonic() - started, worker.cpu_seconds() - cpu
+                polls = source.get_records_calls - calls
+                per_bulk = await self.documents_per_bulk(index)
         finally:
             await worker.stopped()
             await runner.cleanup()
@@ -341,23 +409,26 @@ class PeerBench:
             "acknowledged_p99_ms": round(p99 * 1000, 1),
             "not_acknowledged": int(len(source.created) - total(after, indexed)),
             "cpu_percent_of_one_core": round(used / elapsed * 100, 1),
+            "get_records_per_second": round(polls / elapsed, 1),
+            "documents_per_bulk_request": per_bulk,
         }
 
     # --- idle: two workers, 1,000 idle shards ---------------------------------------------
     async def idle(self, contender: Contender) -> dict[str, Any]:
         """Two workers share 1,000 shards that receive nothing: once every lease is held and
-        20 s more have passed, their CPU, GetRecords and lease-table calls over `measure`."""
+        shared evenly (or 300 s have passed) and 20 s more, their CPU, GetRecords and
+        lease-table calls over `measure`."""
         shards, measure = 1000, (30 if self.quick else 60)
         source = ReplaySource(f"peers-idle-{contender.name}", shards, self.moto_url)
         runner, endpoint = await self.bench.serve(source)
         index = f"peers-idle-{contender.name}"
-        fleet = [self.start(contender, endpoint, source, index) for _ in range(2)]
+        fleet = self.fleet(contender, endpoint, source, index, 2)
         try:
             for worker in fleet:
                 await worker.started()
             async with aiohttp.ClientSession() as http:
                 waited, held = await self.wait_held(
-                    fleet, contender.prefix, shards, http, limit=180
+                    fleet, contender.prefix, shards, http, limit=300, balanced=True
                 )
                 await asyncio.sleep(20)
                 cpu = [w.cpu_seconds() for w in fleet]
@@ -372,6 +443,7 @@ class PeerBench:
                 lease_calls.subtract(leases)
                 held_after = await self.held(fleet, contender.prefix, http)
                 rss = [w.peak_rss_mb() for w in fleet]
+                lost = leases_lost(fleet, contender.prefix)
         finally:
             await asyncio.gather(*(worker.stopped() for worker in fleet))
             await runner.cleanup()
@@ -380,8 +452,9 @@ class PeerBench:
         return {
             "idle_shards": shards,
             "workers": len(fleet),
-            "all_leases_held_after_seconds": waited,
+            "leases_held_evenly_after_seconds": waited,
             "leases_held_at_start_and_end": [held, held_after],
+            "leases_lost_in_the_whole_run": lost,
             "seconds_measured": round(elapsed),
             "cpu_percent_of_one_core_per_worker": [round(b * 100, 1) for b in busy],
             "get_records_per_idle_shard_hour": round(polls * 3600 / shards),
@@ -400,7 +473,7 @@ class PeerBench:
         source = ReplaySource(f"peers-fo-{contender.name}", shards, self.moto_url)
         runner, endpoint = await self.bench.serve(source)
         index = f"peers-fo-{contender.name}"
-        fleet = [self.start(contender, endpoint, source, index) for _ in range(2)]
+        fleet = self.fleet(contender, endpoint, source, index, 2)
         generator = asyncio.create_task(source.live(200, 3600))
         try:
             for worker in fleet:
@@ -434,6 +507,40 @@ class PeerBench:
 
 CONTENDERS = {
     "streamsync": Contender("streamsync", "streamsync"),
+    # streamsync before tip_wait_seconds: a shard that returned records is read again at once.
+    "streamsync-eager": Contender(
+        "streamsync-eager", "streamsync", settings=(("polling", {"tip_wait_seconds": 0}),)
+    ),
+    # Latency traded for CPU: polls of a busy shard 4 times a second (as Lambda's), bulk
+    # requests that wait 100 ms to fill.
+    "streamsync-frugal": Contender(
+        "streamsync-frugal",
+        "streamsync",
+        settings=(
+            ("polling", {"tip_wait_seconds": 0.25}),
+            ("bulk", {"flush_interval_seconds": 0.1}),
+        ),
+    ),
+    "streamsync-8": Contender(
+        "streamsync-8", "streamsync", settings=(("bulk", {"max_in_flight": 8}),)
+    ),
+    "streamsync-4q": Contender(
+        "streamsync-4q",
+        "streamsync",
+        settings=(("bulk", {"max_in_flight": 4, "queue_size": 16_000}),),
+    ),
+    "streamsync-8q": Contender(
+        "streamsync-8q",
+        "streamsync",
+        settings=(("bulk", {"max_in_flight": 8, "queue_size": 16_000}),),
+    ),
+    # As many bulk requests in flight as the KCL worker has on 16 shards (one per shard), each
+    # lane with room for a full 1,000-action batch.
+    "streamsync-16": Contender(
+        "streamsync-16",
+        "streamsync",
+        settings=(("bulk", {"max_in_flight": 16, "queue_size": 16_000}),),
+    ),
     "kcl": Contender("kcl", "kcl_peer", KCL1, idle_millis=1000),  # KCL 1.x's default
     "kcl-500": Contender("kcl-500", "kcl_peer", KCL1, idle_millis=500),  # the adapter's advice
     # Adapter 2.x's DynamoDBStreamsPollingConfig default (KCL 3.x's own is 1,500 ms). Not in the
@@ -447,7 +554,7 @@ def table(results: dict[str, Any], names: list[str]) -> list[list[str]]:
     """One row per figure, one column per contender."""
     rows: list[list[str]] = [["figure", *names]]
     for section, by_name in results.items():
-        if section == "environment":
+        if section in ("environment", "node_warm_up"):
             continue
         keys: list[str] = []
         for figures in by_name.values():
@@ -473,7 +580,12 @@ def markdown(results: dict[str, Any], names: list[str]) -> str:
 
 
 async def run_all(
-    sections: list[str], names: list[str], quick: bool, work: Path, py_spy: str | None
+    sections: list[str],
+    names: list[str],
+    quick: bool,
+    work: Path,
+    py_spy: str | None,
+    shard_counts: list[int],
 ) -> dict[str, Any]:
     peers_used = {c.peer for n in names if (c := CONTENDERS[n]).peer is not None}
     builds = {peer: peer.build() for peer in peers_used}
@@ -492,14 +604,19 @@ async def run_all(
         peers = PeerBench(bench, builds, services.es_url, quick, py_spy)
         plan: list[tuple[str, Callable[[Contender], Awaitable[dict[str, Any]]]]] = []
         if "throughput" in sections:
-            for shards in (8, 16):
+            for shards in shard_counts:
                 plan.append(
                     (f"throughput_{shards}_shards", partial(peers.throughput, shards=shards))
                 )
         plan += [(s, getattr(peers, s)) for s in sections if s != "throughput"]
-        for section, measure in plan:
+        results["node_warm_up"] = await peers.warm_node()
+        print(f"bench-peers: node warmed up: {results['node_warm_up']}", flush=True)
+        for turn, (section, measure) in enumerate(plan):
             results[section] = {}
-            for name in names:  # contenders alternate within each figure: drift hits all
+            # Contenders alternate within each figure, and who goes first rotates: what drift
+            # remains hits each of them.
+            order = names[turn % len(names) :] + names[: turn % len(names)]
+            for name in order:
                 started = time.monotonic()
                 results[section][name] = await measure(CONTENDERS[name])
                 results[section][name]["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -514,6 +631,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=SECTIONS)
     parser.add_argument("--peers", nargs="*", choices=list(CONTENDERS))
     parser.add_argument(
+        "--shards", nargs="*", type=int, default=[8, 16], help="throughput runs' shard counts"
+    )
+    parser.add_argument(
         "--py-spy", metavar="PATH", help="profile streamsync's workers with this py-spy binary"
     )
     args = parser.parse_args()
@@ -521,7 +641,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     names = args.peers or ["streamsync", "kcl", "kcl-500"]
     sections = args.only or SECTIONS
-    results = asyncio.run(run_all(sections, names, args.quick, work, args.py_spy))
+    results = asyncio.run(run_all(sections, names, args.quick, work, args.py_spy, args.shards))
     print("\n" + render(results, names))
     (work / "peers.md").write_text(markdown(results, names))
     print(f"\nresults: {(work / 'peers.json').relative_to(ROOT)}")
