@@ -609,8 +609,9 @@ async def run_all(
                     (f"throughput_{shards}_shards", partial(peers.throughput, shards=shards))
                 )
         plan += [(s, getattr(peers, s)) for s in sections if s != "throughput"]
-        results["node_warm_up"] = await peers.warm_node()
-        print(f"bench-peers: node warmed up: {results['node_warm_up']}", flush=True)
+        if {"throughput", "latency"} & set(sections):  # the sections that index
+            results["node_warm_up"] = await peers.warm_node()
+            print(f"bench-peers: node warmed up: {results['node_warm_up']}", flush=True)
         for turn, (section, measure) in enumerate(plan):
             results[section] = {}
             # Contenders alternate within each figure, and who goes first rotates: what drift
