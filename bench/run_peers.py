@@ -153,6 +153,7 @@ class Contender:
     prefix: str
     peer: Peer | None = None  # None: streamsync
     idle_millis: int = 0  # the KCL peer's idleTimeBetweenReadsInMillis
+    peer_options: tuple[tuple[str, str], ...] = ()  # more of the peer's options
     settings: tuple[tuple[str, Any], ...] = ()  # streamsync's config sections beyond the bench's
 
 
@@ -216,6 +217,7 @@ class PeerBench:
                 "idle-millis": str(contender.idle_millis),
                 "failover-millis": str(FAILOVER_SECONDS * 1000),
                 "worker-id": f"{contender.name}-{self.runs}",
+                **dict(contender.peer_options),
             }
             workers.append(PeerWorker(contender.peer, self.builds[contender.peer], log, arguments))
         return workers
@@ -546,6 +548,14 @@ CONTENDERS = {
     # Adapter 2.x's DynamoDBStreamsPollingConfig default (KCL 3.x's own is 1,500 ms). Not in the
     # default set: on moto its leader assigns no lease (docs/benchmarks.md, Against the KCL worker).
     "kcl3": Contender("kcl3", "kcl_peer", KCL3, idle_millis=1000),
+    # KCL 3.x with KCL 2.x's lease assignment (its documented migration mode).
+    "kcl3-2x": Contender(
+        "kcl3-2x",
+        "kcl_peer",
+        KCL3,
+        idle_millis=1000,
+        peer_options=(("compatible-with-2x", "true"),),
+    ),
 }
 SECTIONS = ["throughput", "latency", "idle", "failover"]
 

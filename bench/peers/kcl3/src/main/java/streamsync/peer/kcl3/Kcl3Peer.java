@@ -16,6 +16,7 @@ import software.amazon.awssdk.services.dynamodb.streams.DynamoDbStreamsClient;
 import software.amazon.kinesis.common.ConfigsBuilder;
 import software.amazon.kinesis.common.InitialPositionInStream;
 import software.amazon.kinesis.common.InitialPositionInStreamExtended;
+import software.amazon.kinesis.coordinator.CoordinatorConfig;
 import software.amazon.kinesis.coordinator.Scheduler;
 import software.amazon.kinesis.leases.ParentsFirstShardPrioritization;
 import software.amazon.kinesis.metrics.NullMetricsFactory;
@@ -64,9 +65,17 @@ public final class Kcl3Peer {
         DynamoDBStreamsPollingConfig polling = new DynamoDBStreamsPollingConfig(adapter);
         polling.maxRecords(1000);
         polling.idleTimeBetweenReadsInMillis(Long.parseLong(options.get("idle-millis", "1000")));
+        CoordinatorConfig coordinator =
+                configs.coordinatorConfig().shardPrioritization(new ParentsFirstShardPrioritization(1));
+        if (Boolean.parseBoolean(options.get("compatible-with-2x", "false"))) {
+            // KCL 3.x's documented migration mode: KCL 2.x's lease assignment instead of the
+            // worker-utilization-aware one (which assigns nothing without worker metrics).
+            coordinator.clientVersionConfig(
+                    CoordinatorConfig.ClientVersionConfig.CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X);
+        }
         Scheduler scheduler = StreamsSchedulerFactory.createScheduler(
                 configs.checkpointConfig(),
-                configs.coordinatorConfig().shardPrioritization(new ParentsFirstShardPrioritization(1)),
+                coordinator,
                 configs.leaseManagementConfig()
                         .failoverTimeMillis(Long.parseLong(options.get("failover-millis", "10000"))),
                 configs.lifecycleConfig(),
